@@ -1,0 +1,1 @@
+"""DINO-Mix Studio desktop app."""

@@ -1,0 +1,1 @@
+"""napari plugin for DINO-Mix Studio."""
