@@ -29,3 +29,7 @@ class GeometryMismatchError(DinomixInputError):
 
 class LabelValueError(DinomixInputError):
     """A label map holds values that are not integers or not in the class map."""
+
+
+class VolumeWriteError(DinomixInputError):
+    """An image or label file cannot be written (disk full, no permission, unsupported format)."""

@@ -1,0 +1,168 @@
+"""End-to-end jobs shared by the CLI, the benchmarks and the GUI: train from a data set, predict files.
+
+These functions do the wiring (data set → cases → teacher tokens → trainer; checkpoint →
+sliding window → label file) so every front end runs the very same code path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from dinomix_core.data.dataset import CaseSpec, load_cases, load_nnunet_dataset, select_labeled
+from dinomix_core.data.preprocess import student_intensity
+from dinomix_core.data.token_cache import TokenCache
+from dinomix_core.engine.checkpoint import MODEL_KIND, load_checkpoint
+from dinomix_core.engine.config import TrainConfig
+from dinomix_core.engine.distributed import DistContext
+from dinomix_core.engine.events import CancelToken, StageEvent, emit_all
+from dinomix_core.engine.inferer import predict_volume
+from dinomix_core.engine.trainer import TeacherInfo, Trainer, TrainResult
+from dinomix_core.io import LabelMap, Volume, read_volume, write_labels
+from dinomix_core.io.errors import DinomixInputError
+from dinomix_core.models import student_from_config
+from dinomix_core.models.teacher import build_teacher
+
+
+def default_cache_dir() -> Path:
+    """Teacher-token cache shared by runs: $DINOMIX_CACHE_DIR or the per-user cache."""
+    env = os.environ.get("DINOMIX_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("dinomix")) / "tokens"
+
+
+def make_teacher(config: TrainConfig, weights: str | None, device: torch.device, *, arch_overrides: dict | None = None):
+    """The frozen DINOv3 teacher for FKD, or None when the method does not use it.
+
+    ``weights``: a path, "random" (explicit, reported as such) or None/"auto" (installed
+    weights; a clear error that says where to get them when missing).
+    """
+    if not config.use_fkd:
+        return None
+    teacher = build_teacher(config.teacher, weights=weights or "auto", **(arch_overrides or {}))
+    return teacher.to(device)
+
+
+def train_on_specs(
+    config: TrainConfig,
+    labeled: Sequence[CaseSpec],
+    unlabeled: Sequence[CaseSpec],
+    labelmap: LabelMap,
+    out_dir: str | Path,
+    *,
+    teacher_weights: str | None = None,
+    teacher_overrides: dict | None = None,
+    val: Sequence[CaseSpec] = (),
+    cache_dir: str | Path | None = None,
+    callbacks: Sequence[Callable] = (),
+    cancel: CancelToken | None = None,
+    dist: DistContext | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Load the cases (with cached DINOv3 tokens when FKD is on) and train one model."""
+    dist = dist or DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    teacher = make_teacher(config, teacher_weights, dist.device, arch_overrides=teacher_overrides)
+    info = TeacherInfo()
+    if teacher is not None:
+        info = TeacherInfo(teacher_id=teacher.teacher_id, is_random=bool(teacher.is_random), embed_dim=int(teacher.embed_dim))
+    cached = teacher is not None and config.token_source == "cache"
+    cache = TokenCache(cache_dir if cache_dir is not None else default_cache_dir()) if cached else None
+
+    def load(specs, what):
+        emit_all(list(callbacks), StageEvent("loading", f"{len(specs)} {what} cases", 0, len(specs)))
+        return load_cases(
+            specs, labelmap=labelmap, teacher=teacher if cached else None, cache=cache,
+            window=_width_level(config.teacher_window), stride=config.token_stride, clip=config.intensity_window,
+            token_progress=(lambda cid, done, total: emit_all(list(callbacks), StageEvent("teacher-tokens", cid, done, total))),
+        )
+
+    unl_specs = [replace(s, label_path=None) for s in unlabeled] if config.uses_unlabeled else []
+    loaded_l = load(labeled, "labeled")
+    loaded_u = load(unl_specs, "unlabeled")
+    loaded_v = load_cases(val, labelmap=labelmap, clip=config.intensity_window) if val else []
+    trainer = Trainer(
+        config, loaded_l, loaded_u, labelmap, out_dir=out_dir, teacher=info,
+        online_teacher=teacher if (teacher is not None and not cached) else None,
+        val_cases=loaded_v, callbacks=callbacks, cancel=cancel, dist=dist,
+    )
+    return trainer.fit(resume=resume)
+
+
+def train_on_dataset(
+    config: TrainConfig,
+    data_dir: str | Path,
+    labeled_spec,
+    out_dir: str | Path,
+    *,
+    exclude: Sequence[str] = (),
+    val_ids: Sequence[str] = (),
+    **kwargs,
+) -> TrainResult:
+    """Train on an nnU-Net folder: ``labeled_spec`` (N, ids or split file) picks the labeled cases,
+    the rest is unlabeled; ``exclude`` (held-out test ids) and ``val_ids`` stay out of training."""
+    cases, labelmap, _ = load_nnunet_dataset(data_dir, allow_unlabeled=True)
+    held_out = set(exclude) | set(val_ids)
+    missing = held_out - {c.case_id for c in cases}
+    if missing:
+        raise DinomixInputError(data_dir, f"has no case(s) {', '.join(sorted(missing))}.", "check the held-out case ids.")
+    pool = [c for c in cases if c.case_id not in held_out]
+    labeled, unlabeled = select_labeled(pool, labeled_spec)
+    unlabeled_without = [c for c in labeled if c.label_path is None]
+    if unlabeled_without:
+        raise DinomixInputError(unlabeled_without[0].image_path, "is chosen as labeled but has no label in labelsTr.",
+                                "pick labeled cases that have a label file.")
+    val = [c for c in cases if c.case_id in set(val_ids)]
+    return train_on_specs(config, labeled, unlabeled, labelmap, out_dir, val=val, **kwargs)
+
+
+class LoadedModel:
+    """A trained student with what it needs to predict: class map and preprocessing."""
+
+    def __init__(self, path: str | Path, device: torch.device | str | None = None):
+        meta, payload = load_checkpoint(path, kind=MODEL_KIND)
+        self.path = Path(path)
+        self.meta = meta
+        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = student_from_config(meta["student"])
+        self.model.load_state_dict(payload["state_dict"])
+        self.model.to(self.device).eval()
+        self.labelmap = LabelMap.from_dataset_json(meta["labelmap"])
+        self.clip = tuple(meta["preprocessing"]["clip_hu"])
+        self.window = tuple(meta["preprocessing"]["window"])
+
+    @property
+    def teacher_note(self) -> str:
+        return self.meta.get("teacher_note", "")
+
+    def preprocess(self, hu: np.ndarray) -> np.ndarray:
+        return student_intensity(hu, self.clip)
+
+    def predict(self, volume: Volume, *, tta: bool = False, progress=None, cancel=None, return_probs: bool = False):
+        """Labels on ``volume``'s exact grid (z, y, x); optionally (C, z, y, x) probabilities."""
+        return predict_volume(
+            self.model, volume, preprocess=self.preprocess, window=self.window, overlap=0.5,
+            sw_batch_size=2, device=self.device, tta_flips=(1, 2) if tta else (), progress=progress,
+            cancel=cancel, return_probs=return_probs,
+        )
+
+
+def predict_file(model: LoadedModel, input_path: str | Path, output_path: str | Path, *, tta: bool = False, progress=None) -> Volume:
+    """Read a CT, predict, write the label map atomically with the image's exact geometry."""
+    volume = read_volume(input_path)
+    labels = model.predict(volume, tta=tta, progress=progress)
+    write_labels(labels, output_path, reference=volume)
+    return labels
+
+
+def _width_level(window) -> tuple[float, float]:
+    return (float(window[0]), float(window[1]))

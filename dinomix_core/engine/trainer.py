@@ -1,0 +1,341 @@
+"""The training loop: composes student, objective and batches; emits events; honours cancel.
+
+No Qt here: a GUI runs ``Trainer.fit`` on a worker thread and turns events into signals.
+Every step is a pure function of (seed, rank, step) and the saved state, so a run resumed from
+``last.pt`` continues with the same loss curve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from dinomix_core.data.batches import TrainBatches
+from dinomix_core.data.patches import PatchSampler
+from dinomix_core.engine.checkpoint import MODEL_KIND, STATE_KIND, load_checkpoint, save_checkpoint
+from dinomix_core.engine.config import TrainConfig
+from dinomix_core.engine.distributed import DistContext
+from dinomix_core.engine.events import (
+    CancelToken,
+    CheckpointEvent,
+    StageEvent,
+    StepEvent,
+    TrainingCancelled,
+    ValidationEvent,
+    emit_all,
+)
+from dinomix_core.engine.evaluation import evaluate_arrays
+from dinomix_core.engine.inferer import predict_labels
+from dinomix_core.engine.objective import Objective, StudentWithHead
+from dinomix_core.io import LabelMap
+from dinomix_core.io.atomic import atomic_write_text
+from dinomix_core.methods.ramps import poly_lr
+from dinomix_core.models import create_student
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TeacherInfo:
+    """What the run records about its DINOv3 teacher (never the teacher itself)."""
+
+    teacher_id: str = "none"
+    is_random: bool = False
+    embed_dim: int | None = None
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    state_path: Path
+    run_json: Path
+    steps_done: int
+    history: list[dict] = field(default_factory=list)
+    validation: dict | None = None
+
+
+class Trainer:
+    """Trains one student with the configured parts of DINO-Mix.
+
+    ``labeled``/``unlabeled``/``val_cases``: ``dinomix_core.data.LoadedCase`` lists (arrays in
+    (z, y, x)); FKD needs their ``tokens`` (cache) unless ``online_teacher`` is given.
+    Files written to ``out_dir``: ``model.pt`` (inference), ``last.pt`` (resume state),
+    ``run.json`` (config, teacher, loss history, validation).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        labeled: Sequence,
+        unlabeled: Sequence,
+        labelmap: LabelMap,
+        *,
+        out_dir: str | Path,
+        teacher: TeacherInfo | None = None,
+        online_teacher=None,
+        val_cases: Sequence = (),
+        callbacks: Sequence = (),
+        cancel: CancelToken | None = None,
+        dist: DistContext | None = None,
+    ):
+        self.cfg = config
+        self.labelmap = labelmap
+        self.out_dir = Path(out_dir)
+        self.teacher = teacher or TeacherInfo()
+        self.online_teacher = online_teacher
+        self.val_cases = list(val_cases)
+        self.callbacks = list(callbacks)
+        self.cancel = cancel or CancelToken()
+        self.dist = dist or DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = self.dist.device
+        if config.use_fkd and self.teacher.embed_dim is None:
+            raise ValueError("FKD needs a teacher: pass TeacherInfo with embed_dim (and cached tokens or online_teacher)")
+        if config.use_mean_teacher and not unlabeled:
+            raise ValueError(f"method {config.method!r} needs unlabeled cases; none were given")
+
+        torch.manual_seed(config.seed)
+        num_classes = labelmap.num_classes
+        self.student = create_student(
+            config.student, num_classes=num_classes, in_channels=1,
+            width=config.student_width, depth=config.student_depth, norm=config.student_norm,
+        ).to(self.device)
+        self.objective = Objective(config, self.student, num_classes, self.teacher.embed_dim, reduce=self.dist.all_reduce_sum)
+        self.objective.init_frequencies([c.label for c in labeled])
+        self.objective.to(self.device)
+        self.model = StudentWithHead(self.student, self.objective.head).to(self.device)
+        self.ddp_model = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.dist.enabled
+            else self.model
+        )
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+        )
+        use_tokens = config.use_fkd and config.token_source == "cache"
+        self.batches = TrainBatches(
+            list(labeled),
+            list(unlabeled) if config.uses_unlabeled else [],
+            PatchSampler(config.patch_size, fg_fraction=config.fg_fraction, stride=config.token_stride),
+            batch_labeled=config.batch_labeled,
+            batch_unlabeled=config.batch_unlabeled if config.uses_unlabeled else 0,
+            seed=config.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            augment=config.augment,
+        )
+        if not use_tokens:
+            for case in (*self.batches.labeled_cases, *self.batches.unlabeled_cases):
+                if case.tokens is not None:
+                    raise ValueError("cases carry teacher tokens but this configuration does not use them; load them without a teacher")
+        self.history: list[dict] = []
+        self.start_step = 0
+        self.validation: dict | None = None
+
+    # ---- public ----------------------------------------------------------------------------
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        cfg = self.cfg
+        if resume:
+            self._load_state(self.out_dir / "last.pt")
+        self._emit(StageEvent("training", f"{cfg.method}: steps {self.start_step}..{cfg.steps}", self.start_step, cfg.steps))
+        tic = time.perf_counter()
+        step_times: list[float] = []
+        step = self.start_step
+        for step in range(self.start_step, cfg.steps):
+            if self.cancel.cancelled:
+                self._save_state(step)
+                raise TrainingCancelled(f"cancelled at step {step}; resume with the same --out and --resume")
+            t0 = time.perf_counter()
+            parts = self.train_step(step)
+            step_times.append(time.perf_counter() - t0)
+            self.history.append({"step": step, **parts})
+            recent = step_times[-20:]
+            per_step = sum(recent) / len(recent)
+            self._emit(StepEvent(step + 1, cfg.steps, parts, parts["lr"], per_step, per_step * (cfg.steps - step - 1)))
+            done = step + 1
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                self._save_state(done)
+            if cfg.val_every and self.val_cases and done % cfg.val_every == 0 and done < cfg.steps:
+                self.validate(done)
+        done = cfg.steps
+        if self.val_cases:
+            self.validate(done)
+        state_path = self._save_state(done)
+        model_path = self.save_model(self.out_dir / "model.pt", done)
+        run_json = self._write_run_json(done, time.perf_counter() - tic)
+        self._emit(StageEvent("done", f"model saved to {model_path}", done, cfg.steps))
+        return TrainResult(model_path, state_path, run_json, done, self.history, self.validation)
+
+    def train_step(self, step: int) -> dict:
+        cfg = self.cfg
+        batch = _to_device(self.batches.batch_at(step), self.device)
+        if cfg.use_fkd and cfg.token_source == "online":
+            for side in ("labeled", "unlabeled"):
+                if batch.get(side) is not None:
+                    batch[side]["tokens"] = online_tokens(self.online_teacher, batch[side]["image"], cfg.token_stride)
+        t = step / max(cfg.steps, 1)
+        lr = poly_lr(cfg.lr, t)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        generator = torch.Generator().manual_seed(_step_seed(cfg.seed, self.dist.rank, step))
+        self.model.train()
+        out = self.objective(self.ddp_model, batch, t, generator, self._autocast)
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(f"loss became {float(out.loss)} at step {step}; lower --lr or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.optimizer.step()
+        self.objective.after_step(self.student, step)
+        return {**out.parts, "lr": lr}
+
+    @torch.no_grad()
+    def validate(self, step: int) -> dict:
+        """Per-class Dice (%) of the student on the validation cases, by sliding window."""
+        self.model.eval()
+        preds, gts, spacings = [], [], []
+        for case in self.val_cases:
+            preds.append(self.predict_array(case.image))
+            gts.append(case.label)
+            spacings.append(case.spacing_zyx)
+        self.model.train()
+        report = evaluate_arrays(preds, gts, spacings, labelmap=self.labelmap, surface=False)
+        self.validation = {"step": step, **report}
+        per_class = {name: v.get("dice") for name, v in report["per_class"].items()}
+        self._emit(ValidationEvent(step, per_class, report.get("mean_dice"), report.get("tail_dice")))
+        return self.validation
+
+    def predict_array(self, image: np.ndarray) -> np.ndarray:
+        """Labels (z, y, x) for a preprocessed [0, 1] image, sliding window at the patch size."""
+        return predict_labels(
+            self.student, image, window=self.cfg.patch_size, overlap=0.5, sw_batch_size=2,
+            device=self.device, amp=self.cfg.amp,
+        )
+
+    def save_model(self, path: Path, step: int) -> Path:
+        if not self.dist.is_main:
+            return path
+        meta = model_meta(self.cfg, self.student, self.labelmap, self.teacher, step)
+        save_checkpoint(path, kind=MODEL_KIND, meta=meta, tensors={"state_dict": _cpu_state(self.student)})
+        return path
+
+    # ---- internals -------------------------------------------------------------------------
+    def _autocast(self):
+        if self.cfg.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _emit(self, event) -> None:
+        if self.dist.is_main:
+            emit_all(self.callbacks, event)
+
+    def _save_state(self, step: int) -> Path:
+        path = self.out_dir / "last.pt"
+        if self.dist.is_main:
+            meta = {"step": step, "config": self.cfg.to_dict(), "history": self.history, "teacher": vars(self.teacher)}
+            tensors = {
+                "model": _cpu_state(self.model),
+                "optimizer": self.optimizer.state_dict(),
+                "objective": self.objective.state_dict(),
+            }
+            save_checkpoint(path, kind=STATE_KIND, meta=meta, tensors=tensors)
+            self._emit(CheckpointEvent(step, str(path)))
+        self.dist.barrier()
+        return path
+
+    def _load_state(self, path: Path) -> None:
+        meta, payload = load_checkpoint(path, kind=STATE_KIND, map_location=self.device)
+        saved = TrainConfig.from_dict(meta["config"])
+        if saved.method != self.cfg.method or saved.seed != self.cfg.seed or saved.steps != self.cfg.steps:
+            raise ValueError(
+                f"{path}: the saved run used method={saved.method}, seed={saved.seed}, steps={saved.steps}; "
+                "resume with the same settings or start a new --out folder"
+            )
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.objective.load_state_dict(payload["objective"])
+        self.objective.to(self.device)
+        self.history = list(meta["history"])
+        self.start_step = int(meta["step"])
+
+    def _write_run_json(self, step: int, seconds: float) -> Path:
+        path = self.out_dir / "run.json"
+        if self.dist.is_main:
+            doc = {
+                "method": self.cfg.method,
+                "steps": step,
+                "seconds": round(seconds, 2),
+                "device": str(self.device),
+                "world_size": self.dist.world_size,
+                "teacher": vars(self.teacher),
+                "teacher_note": _teacher_note(self.teacher, self.cfg),
+                "config": self.cfg.to_dict(),
+                "classes": self.labelmap.names,
+                "history": self.history,
+                "validation": self.validation,
+            }
+            atomic_write_text(path, json.dumps(doc, indent=1, default=str))
+        return path
+
+
+def model_meta(cfg: TrainConfig, student, labelmap: LabelMap, teacher: TeacherInfo, step: int) -> dict:
+    return {
+        "student": student.config,
+        "labelmap": labelmap.to_dataset_json_dict(),
+        "preprocessing": {"clip_hu": list(cfg.intensity_window), "window": list(cfg.patch_size)},
+        "method": cfg.method,
+        "steps": step,
+        "teacher": vars(teacher),
+        "teacher_note": _teacher_note(teacher, cfg),
+    }
+
+
+def _teacher_note(teacher: TeacherInfo, cfg: TrainConfig) -> str:
+    if not cfg.use_fkd:
+        return "no foundation teacher used"
+    if teacher.is_random:
+        return "RANDOM TEACHER: DINOv3 weights were not installed; FKD distilled from a randomly initialised ViT"
+    return f"DINOv3 teacher {teacher.teacher_id}"
+
+
+def online_tokens(teacher, images: torch.Tensor, stride: int) -> torch.Tensor:
+    """Teacher tokens (B, C, D, h, w) of student patches (B, 1, D, H, W), one forward per slice.
+
+    Used only for the cache-off ablation and its benchmark: the cached path computes tokens
+    once per volume with the teacher's own CT window.
+    """
+    b, _, d, h, w = images.shape
+    x = images.permute(0, 2, 1, 3, 4).reshape(b * d, 1, h, w).expand(-1, 3, -1, -1)
+    x = F.interpolate(x, scale_factor=16 / stride, mode="bilinear", align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    tokens = teacher.encode(((x - mean) / std).to(images.device))
+    c, th, tw = tokens.shape[1:]
+    return tokens.reshape(b, d, c, th, tw).permute(0, 2, 1, 3, 4).float()
+
+
+def _to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _cpu_state(module: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    return (int(seed) * 1_000_003 + int(rank) * 7_919 + int(step)) % (2**63 - 1)
+
+
+__all__ = ["Trainer", "TrainResult", "TeacherInfo", "online_tokens", "model_meta"]

@@ -1,0 +1,302 @@
+"""The project folder and its database: opening, locking, transactions, the class map.
+
+A project is a folder::
+
+    project.sqlite   the database (WAL mode; -wal/-shm files beside it while open)
+    labels/<case>/   label revisions (NIfTI), one file per revision, never overwritten
+    predictions/     model predictions, stored as ``model`` revisions
+    runs/run-NNNN/   training runs: checkpoints, logs, metrics
+    cache/           teacher tokens (safe to delete)
+    images/          images copied in with ``copy=True``
+    quarantine/      leftovers moved aside on open (unfinished writes); never deleted by us
+
+Every write to a managed file happens inside ``BEGIN IMMEDIATE``: the label file is written
+atomically under a fresh name, then its row is inserted, then the transaction commits. Holding
+the write lock across both steps means a second process opening the project never mistakes a
+file that is being saved for a leftover of a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from dinomix_core.io import LabelMap
+from dinomix_core.project import schema
+from dinomix_core.project._util import utc_now
+from dinomix_core.project.cases import CasesMixin
+from dinomix_core.project.errors import ClassMapError, NotAProjectError, ProjectBusyError, ProjectError
+from dinomix_core.project.revisions import RevisionsMixin
+from dinomix_core.project.runs import RunsMixin
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "project.sqlite"
+SUBDIRS = ("labels", "predictions", "runs", "cache", "images", "quarantine")
+DEFAULT_BUSY_TIMEOUT_S = 15.0
+
+
+def is_project(path: str | os.PathLike) -> bool:
+    return (Path(path) / DB_NAME).is_file()
+
+
+class Project(CasesMixin, RevisionsMixin, RunsMixin):
+    """An open annotation project. Use :meth:`init` or :meth:`open`; close when done.
+
+    Safe to share between threads of one process (one connection behind a lock) and to open
+    from several processes at once (SQLite locking; a writer waits up to ``busy_timeout``
+    seconds for another, then raises :class:`ProjectBusyError`).
+    """
+
+    def __init__(self, root: Path, conn: sqlite3.Connection, busy_timeout: float):
+        self.root = root
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._in_write = False
+        self.busy_timeout = busy_timeout
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, root: str | os.PathLike, *, label_map: LabelMap | None = None,
+             busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S) -> "Project":
+        """Create a project in ``root`` (created if missing; may hold other files)."""
+        root = Path(root).expanduser().resolve()
+        if is_project(root):
+            raise ProjectError(root, "is already a DINO-Mix project.", "Open it instead, or choose an empty folder.")
+        if root.exists() and not root.is_dir():
+            raise ProjectError(root, "exists and is not a folder.", "Choose a folder path for the project.")
+        root.mkdir(parents=True, exist_ok=True)
+        project = cls._connect(root, busy_timeout)
+        try:
+            with project.write() as conn:
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (utc_now(),))
+                # Seed of the random next-scan order before any run: fixed per project so the
+                # suggestion does not change between calls.
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('random_seed', ?)", (str(secrets.randbits(31)),))
+            if label_map is not None:
+                project.set_label_map(label_map)
+        except BaseException:
+            project.close()
+            raise
+        return project
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S,
+             tidy: bool = True) -> "Project":
+        """Open an existing project; migrate an older schema; tidy leftovers of a crash."""
+        root = Path(root).expanduser().resolve()
+        if not is_project(root):
+            raise NotAProjectError(root, f"is not a DINO-Mix project (no {DB_NAME}).",
+                                   f"Create one with `dinomix project init {root}`.")
+        project = cls._connect(root, busy_timeout)
+        try:
+            if tidy:
+                try:
+                    project.tidy()
+                except ProjectBusyError:
+                    log.info("%s: busy, leftovers not tidied this time", root)  # housekeeping can wait
+        except BaseException:
+            project.close()
+            raise
+        return project
+
+    @classmethod
+    def _connect(cls, root: Path, busy_timeout: float) -> "Project":
+        db_path = root / DB_NAME
+        for sub in SUBDIRS:
+            (root / sub).mkdir(exist_ok=True)
+        try:
+            conn = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise ProjectError(db_path, f"cannot be opened ({exc}).", "Check the folder's permissions and free space.") from exc
+        try:
+            with _translate_busy(db_path, busy_timeout):
+                schema.check_version(conn, db_path)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA synchronous=FULL")  # a committed correction survives power loss too
+                schema.migrate(conn, db_path)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ProjectError(db_path, f"is not a readable project database ({exc}).",
+                               "Restore it from a backup (project.sqlite.v*.bak if present).") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return cls(root, conn, busy_timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "Project":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Project({str(self.root)!r})"
+
+    # -- folders -----------------------------------------------------------------------
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    @property
+    def cache_dir(self) -> Path:
+        """Teacher-token cache of this project (disposable; rebuilt when missing)."""
+        return self.root / "cache"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    def abspath(self, stored: str) -> Path:
+        """A path as stored in the database: relative to the project, or absolute."""
+        path = Path(stored)
+        return path if path.is_absolute() else self.root / path
+
+    def relpath(self, path: Path) -> str:
+        """Store paths inside the project relative to it (the folder can move), others absolute."""
+        path = Path(path).resolve()
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def is_inside(self, path: str | os.PathLike) -> bool:
+        """True when ``path`` resolves to somewhere under the project folder (links followed)."""
+        try:
+            Path(path).resolve().relative_to(self.root)
+        except ValueError:
+            return False
+        return True
+
+    # -- database ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
+        with self._lock:
+            if self._in_write:
+                yield self._conn
+                return
+            with _translate_busy(self.db_path, self.busy_timeout):
+                self._conn.execute("BEGIN IMMEDIATE")
+            self._in_write = True
+            try:
+                yield self._conn
+                with _translate_busy(self.db_path, self.busy_timeout):
+                    self._conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._in_write = False
+
+    def query(self, sql: str, params: tuple = ()) -> list[dict]:
+        with self._lock, _translate_busy(self.db_path, self.busy_timeout):
+            cursor = self._conn.execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def query_one(self, sql: str, params: tuple = ()) -> dict | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.query_one("SELECT value FROM meta WHERE key = ?", (key,))
+        return default if row is None else row["value"]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
+    # -- class map ---------------------------------------------------------------------
+
+    @property
+    def label_map(self) -> LabelMap | None:
+        """The project's classes (value = index), or None before one is set."""
+        rows = self.query("SELECT value, name, color FROM classes ORDER BY value")
+        if not rows:
+            return None
+        return LabelMap([r["name"] for r in rows], [tuple(json.loads(r["color"])) for r in rows],
+                        title=self.meta("label_map_title", "") or "")
+
+    def set_label_map(self, label_map: LabelMap) -> None:
+        """Set the class map. Once labels exist, only adding classes at the end is allowed."""
+        with self.write() as conn:
+            current = self.label_map
+            in_use = conn.execute("SELECT COUNT(*) FROM revisions").fetchone()[0]
+            if current is not None and in_use:
+                kept = label_map.names[: current.num_classes]
+                if [_key(n) for n in kept] != [_key(n) for n in current.names]:
+                    raise ClassMapError(
+                        self.root, f"the project's labels use classes {current.names}; the new map "
+                        f"{label_map.names} renames or reorders them.",
+                        "Keep the existing classes and only append new ones, or start a new project.")
+            conn.execute("DELETE FROM classes")
+            conn.executemany("INSERT INTO classes VALUES (?, ?, ?)",
+                             [(v, n, json.dumps(list(c))) for v, (n, c) in enumerate(zip(label_map.names, label_map.colors))])
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('label_map_title', ?)", (label_map.title or "",))
+
+    def require_label_map(self) -> LabelMap:
+        label_map = self.label_map
+        if label_map is None:
+            raise ClassMapError(self.root, "has no class map yet, so label values cannot be checked.",
+                                f"Set one with `dinomix project classes {self.root} --labels btcv13|amos15|dataset.json`.")
+        return label_map
+
+    # -- housekeeping (implemented in tidy.py / summary.py / ranking.py) -----------------
+
+    def tidy(self):
+        """Move unfinished writes (temp files, files with no row) to ``quarantine/``."""
+        from dinomix_core.project.tidy import tidy
+
+        return tidy(self)
+
+    def purge(self, *, dry_run: bool = False):
+        """Delete removed cases and revisions for good (files inside the project only)."""
+        from dinomix_core.project.tidy import purge
+
+        return purge(self, dry_run=dry_run)
+
+    def status(self, *, verify: bool = False) -> dict:
+        """A JSON-ready summary: counts, each case's status, the latest run."""
+        from dinomix_core.project.summary import status_report
+
+        return status_report(self, verify=verify)
+
+    def next_cases(self, n: int = 5, *, seed: int | None = None) -> list[dict]:
+        """Unlabeled cases to annotate next, most informative first (see ranking.py)."""
+        from dinomix_core.project.ranking import rank_next
+
+        return rank_next(self, n=n, seed=seed)
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace(" ", "_")
+
+
+@contextlib.contextmanager
+def _translate_busy(db_path: Path, timeout: float) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:
+            raise ProjectBusyError(
+                db_path, f"another program kept the project locked for more than {timeout:g} s ({exc}).",
+                "Wait for the other DINO-Mix process (training, the app) to finish saving, then retry.") from exc
+        raise
