@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     from dinomix_core.data.phantom import write_phantom_dataset
     from dinomix_core.engine.config import TrainConfig
-    from dinomix_core.engine.evaluation import evaluate_folders, format_table
+    from dinomix_core.cli.evaluate import format_report
+    from dinomix_core.engine.evaluation import evaluate_folders
     from dinomix_core.engine.pipeline import LoadedModel, predict_file, train_on_dataset
     from dinomix_core.io import read_labels, read_volume
     from dinomix_core.io.atomic import atomic_write_text
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     for cid in test_ids:
         shutil.copyfile(data / "labelsTr" / f"{cid}.nii.gz", gt_dir / f"{cid}.nii.gz")
     report = evaluate_folders(pred_dir, gt_dir, model.labelmap, tail_k=3)
-    print(format_table(report))
+    print(format_report(report))
     teacher_note = model.teacher_note
     print(f"\nteacher: {teacher_note}")
 

@@ -78,17 +78,19 @@ def densify_path(points: np.ndarray, radii: np.ndarray, per_segment: int = 3) ->
     return fine, r_fine
 
 
-def tube(x, y, z, points, radii, scale=(1.0, 1.0, 1.0), per_segment: int = 3) -> np.ndarray:
+def tube(x, y, z, points, radii, scale=(1.0, 1.0, 1.0), per_segment: int = 3, wall: float | None = None):
     """Normalised distance to a tapered tube along a smooth path; ``< 1`` inside.
 
     ``points`` (K, 3) and ``radii`` (K,) are in mm; the radius varies linearly along each
     segment. ``scale`` (x, y, z) squeezes the cross-section (e.g. y 0.6 flattens a vessel or the
     pancreas antero-posteriorly). The result is min over segments of distance / local radius.
+    With ``wall`` (mm) a second field for the lumen (radius minus ``wall``) comes back too, from
+    the same pass: ``(outer, lumen)``.
     """
     pts, rad = densify_path(points, radii, per_segment)
     sx, sy, sz = (float(s) for s in scale)
     px, py, pz = x / sx, y / sy, z / sz
-    q = None
+    q = q_in = None
     for k in range(len(pts) - 1):
         a = pts[k] / (sx, sy, sz)
         v = (pts[k + 1] - pts[k]) / (sx, sy, sz)
@@ -96,10 +98,16 @@ def tube(x, y, z, points, radii, scale=(1.0, 1.0, 1.0), per_segment: int = 3) ->
         t = ((px - a[0]) * v[0] + (py - a[1]) * v[1] + (pz - a[2]) * v[2]) / vv
         np.clip(t, 0.0, 1.0, out=t)
         d2 = (px - a[0] - t * v[0]) ** 2 + (py - a[1] - t * v[1]) ** 2 + (pz - a[2] - t * v[2]) ** 2
+        d = np.sqrt(d2, out=d2)
         r = rad[k] + t * (rad[k + 1] - rad[k])
-        qk = np.sqrt(d2) / r
+        qk = d / r
         q = qk if q is None else np.minimum(q, qk, out=q)
-    return q
+        if wall is not None:
+            r -= wall
+            np.maximum(r, 1.0, out=r)
+            qk = np.divide(d, r, out=r)
+            q_in = qk if q_in is None else np.minimum(q_in, qk, out=q_in)
+    return q if wall is None else (q, q_in)
 
 
 def path_bounds(points, radii, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -141,8 +149,9 @@ def smooth_field(
     coeffs = rng.standard_normal((count,) + tuple(len(a) for a in node_axes))
     # Each node of a 3D cubic B-spline has weights whose squares sum to (151/315)^3 over space.
     coeffs /= (151.0 / 315.0) ** 1.5
-    wz, wy, wx = (_bspline_weights(n, s, node_spacing_mm) for n, s in zip(node_axes, axes_mm))
-    out = np.einsum("cijk,xk->cijx", coeffs, wx, optimize=True)
-    out = np.einsum("cijx,yj->ciyx", out, wy, optimize=True)
-    out = np.einsum("ciyx,zi->czyx", out, wz, optimize=True)
-    return out.astype(np.float32)
+    wz, wy, wx = (_bspline_weights(n, s, node_spacing_mm).astype(np.float32) for n, s in zip(node_axes, axes_mm))
+    # Separable B-spline evaluation: three small matrix products (x, then y, then z).
+    out = coeffs.astype(np.float32) @ wx.T  # (count, nz, ny, X)
+    out = np.matmul(wy, out)  # (count, nz, Y, X)
+    out = np.tensordot(wz, out, axes=([1], [1]))  # (Z, count, Y, X)
+    return np.ascontiguousarray(np.moveaxis(out, 1, 0))

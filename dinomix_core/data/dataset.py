@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from dinomix_core.data.preprocess import DEFAULT_STRIDE, STUDENT_CLIP_HU, TEACHER_WINDOW, student_intensity, token_grid
+from dinomix_core.data.preprocess import DEFAULT_STRIDE, STUDENT_CLIP_HU, TEACHER_WINDOW, student_intensity
 from dinomix_core.data.token_cache import TokenCache, compute_tokens
 from dinomix_core.io import LabelMap, Volume, load_dataset_json, read_labels, read_volume
 from dinomix_core.io.errors import DinomixInputError
@@ -185,7 +185,7 @@ def _resolve_ids(ids: Sequence[str], case_ids: Sequence[str], source: Path | Non
         else:
             tail = [c for c in case_ids if c.endswith(wanted) and not c[: -len(wanted)][-1:].isdigit()] if wanted.isdigit() else []
             if len(tail) > 1:
-                raise DinomixInputError(source, f"case id {wanted!r} matches several cases ({', '.join(tail)}).", "Use the full case id.")
+                raise DinomixInputError(source, f"Case id {wanted!r} matches several cases ({', '.join(tail)}).", "Use the full case id.")
             if not tail:
                 unknown.append(wanted)
                 continue
@@ -195,8 +195,9 @@ def _resolve_ids(ids: Sequence[str], case_ids: Sequence[str], source: Path | Non
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         examples = ", ".join(case_ids[:3])
+        subject = "names" if source is not None else "The labeled-case list names"
         raise DinomixInputError(
-            source, f"names case ids that are not in the data set: {shown}.",
+            source, f"{subject} case ids that are not in the data set: {shown}.",
             f"Use ids of this data set (e.g. {examples}).",
         )
     return resolved
@@ -237,9 +238,6 @@ def load_cases(
                 tokens = cache.get(hu, teacher, window=window, stride=stride, progress=report)
             else:
                 tokens = compute_tokens(hu, teacher, window=window, stride=stride, progress=report)
-            expected = (hu.shape[0], int(teacher.embed_dim), *token_grid(hu.shape[1:], stride))
-            if tuple(tokens.shape) != expected:
-                raise RuntimeError(f"case {spec.case_id}: teacher tokens {tokens.shape}, expected {expected}")
         image = student_intensity(hu, clip)
         loaded.append(
             LoadedCase(

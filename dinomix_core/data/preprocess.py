@@ -78,11 +78,14 @@ def teacher_slices(
     window: tuple[float, float] = TEACHER_WINDOW,
     stride: int = DEFAULT_STRIDE,
     device: torch.device | str | None = None,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
 ) -> torch.Tensor:
     """Teacher input for every axial slice of ``image_hu`` (z, y, x in HU).
 
     Returns float32 (z, 3, h*16, w*16) with (h, w) = ``token_grid((y, x), stride)``: windowed
-    with ``window`` = (width, level) HU, repeated to 3 channels, ImageNet-normalised, the
+    with ``window`` = (width, level) HU, repeated to 3 channels, normalised with ``mean`` /
+    ``std`` (ImageNet unless the teacher's weights say otherwise), the
     volume padded in-plane with air at the high end (see ``inplane_padding``) and resized
     (bilinear, antialiased) by 16 / stride, so ViT patch (i, j) sees exactly voxels
     [i*stride, (i+1)*stride) x [j*stride, (j+1)*stride). Work happens on ``device``
@@ -106,6 +109,6 @@ def teacher_slices(
     if stride != VIT_PATCH:
         size = (scaled.shape[-2] * VIT_PATCH // stride, scaled.shape[-1] * VIT_PATCH // stride)
         scaled = F.interpolate(scaled, size=size, mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=scaled.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=scaled.device).view(1, 3, 1, 1)
-    return (scaled.expand(-1, 3, -1, -1) - mean) / std
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=scaled.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=scaled.device).view(1, 3, 1, 1)
+    return (scaled.expand(-1, 3, -1, -1) - mean_t) / std_t

@@ -23,6 +23,8 @@ import torch
 
 from dinomix_core.data.preprocess import (
     DEFAULT_STRIDE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     TEACHER_PREPROCESS_VERSION,
     TEACHER_WINDOW,
     check_stride,
@@ -38,7 +40,11 @@ ProgressFn = Callable[[int, int], None]
 
 
 class Teacher(Protocol):
-    """What the cache needs from a teacher (``dinomix_core.models.teacher.DinoTeacher``)."""
+    """What the cache needs from a teacher (``dinomix_core.models.teacher.DinoTeacher``).
+
+    Optional ``mean`` / ``std`` attributes give the input normalisation its weights expect
+    (ImageNet when absent).
+    """
 
     teacher_id: str
     embed_dim: int
@@ -62,7 +68,13 @@ class CacheStats:
 
 
 def cache_key(
-    volume_array_hu: np.ndarray, teacher_id: str, *, window: tuple[float, float], stride: int
+    volume_array_hu: np.ndarray,
+    teacher_id: str,
+    *,
+    window: tuple[float, float],
+    stride: int,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ) -> str:
     """sha256 over the voxels (bytes, shape, dtype), the teacher id and the preprocessing."""
     array = np.ascontiguousarray(volume_array_hu)
@@ -74,6 +86,8 @@ def cache_key(
         "teacher": str(teacher_id),
         "window": [float(v) for v in window],
         "stride": int(stride),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
         "preprocess": TEACHER_PREPROCESS_VERSION,
         "format": CACHE_FORMAT_VERSION,
     }
@@ -105,11 +119,12 @@ def compute_tokens(
     h, w = token_grid(array.shape[1:], stride)
     out = np.empty((z, int(teacher.embed_dim), h, w), dtype=np.float16)
     device = _teacher_device(teacher)
+    mean, std = _normalisation(teacher)
     step = max(1, int(batch_slices))
     with torch.inference_mode():
         for start in range(0, z, step):
             stop = min(z, start + step)
-            images = teacher_slices(array[start:stop], window=window, stride=stride, device=device)
+            images = teacher_slices(array[start:stop], window=window, stride=stride, device=device, mean=mean, std=std)
             tokens = teacher.encode(images)
             expected = (stop - start, out.shape[1], h, w)
             if tuple(tokens.shape) != expected:
@@ -156,7 +171,8 @@ class TokenCache:
         """Tokens for a (z, y, x) HU volume: float16 (z, C, h, w), from memory, disk or the teacher."""
         array = np.asarray(volume_array_hu)
         stride = check_stride(stride)
-        key = cache_key(array, teacher.teacher_id, window=window, stride=stride)
+        mean, std = _normalisation(teacher)
+        key = cache_key(array, teacher.teacher_id, window=window, stride=stride, mean=mean, std=std)
         expected = (array.shape[0], int(teacher.embed_dim), *token_grid(array.shape[1:], stride))
         with self._lock:
             if key in self._memory:
@@ -212,6 +228,12 @@ class TokenCache:
         if self.mmap:
             return np.load(path, allow_pickle=False, mmap_mode="r")
         return tokens
+
+
+def _normalisation(teacher: Teacher) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = tuple(float(v) for v in getattr(teacher, "mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in getattr(teacher, "std", IMAGENET_STD))
+    return mean, std
 
 
 def _teacher_device(teacher: Teacher) -> torch.device:

@@ -152,9 +152,9 @@ def predict_volume(
         acc = _accumulate(model, image, window=window, need_weights=True, **options)
         probs = acc.probabilities()
         labels = probs.argmax(dim=0).numpy().astype(_label_dtype(probs.shape[0]))
-        return volume.with_array(labels, source=None), probs
+        return volume.with_array(labels, source=None, modality="labels"), probs
     labels = _accumulate(model, image, window=window, need_weights=False, **options).labels()
-    return volume.with_array(labels, source=None)
+    return volume.with_array(labels, source=None, modality="labels")
 
 
 # --- the engine room -------------------------------------------------------------------
@@ -334,8 +334,14 @@ def _count_classes(net: nn.Module, image: torch.Tensor, grid: WindowGrid, device
 
 
 @contextmanager
-def _prepared(model: nn.Module, device: torch.device, channels_last: bool) -> Iterator[nn.Module]:
-    """The model in eval mode on ``device`` (channels-last 3D weights); restored on exit."""
+def _prepared(model: nn.Module | Callable, device: torch.device, channels_last: bool) -> Iterator[nn.Module]:
+    """The model in eval mode on ``device`` (channels-last 3D weights); restored on exit.
+
+    A plain callable (not an ``nn.Module``) is used as it is.
+    """
+    if not isinstance(model, nn.Module):
+        yield model
+        return
     was_training = model.training
     saved_params = [(p, p.data) for p in model.parameters()]
     saved_buffers = [(m, dict(m._buffers)) for m in model.modules()]

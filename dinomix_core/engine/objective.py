@@ -34,7 +34,7 @@ from dinomix_core.methods.fkd import (
     prototype_agreement_weights,
 )
 from dinomix_core.methods.losses import dice_ce_loss
-from dinomix_core.methods.mean_teacher import ema_update, make_ema_teacher, pseudo_labels, tail_aware_thresholds
+from dinomix_core.methods.mean_teacher import effective_decay, ema_update, make_ema_teacher, pseudo_labels, tail_aware_thresholds
 from dinomix_core.methods.pic import PICCurriculum, bidirectional_cutmix
 from dinomix_core.methods.ramps import sigmoid_rampup
 
@@ -75,7 +75,9 @@ class Objective:
             else None
         )
         self.prototypes = PrototypeBank(num_classes, token_dim) if config.use_fkd else None
-        self.token_bank = TokenBank(token_dim, capacity=8192) if config.use_fkd else None
+        self.token_bank = (
+            TokenBank(token_dim, capacity=8192, generator=torch.Generator().manual_seed(config.seed)) if config.use_fkd else None
+        )
 
     # ---- state for checkpoints -----------------------------------------------------------
     def state_dict(self) -> dict:
@@ -86,6 +88,7 @@ class Objective:
             state["pic"] = self.pic.state_dict()
         if self.prototypes is not None:
             state["prototypes"] = self.prototypes.state_dict()
+            state["token_bank"] = self.token_bank.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -95,6 +98,7 @@ class Objective:
             self.pic.load_state_dict(state["pic"])
         if self.prototypes is not None:
             self.prototypes.load_state_dict(state["prototypes"])
+            self.token_bank.load_state_dict(state["token_bank"])
 
     def to(self, device) -> "Objective":
         if self.ema is not None:
@@ -110,7 +114,8 @@ class Objective:
 
     def after_step(self, student: nn.Module, step: int) -> None:
         if self.ema is not None:
-            ema_update(self.ema, student, self.cfg.ema_decay)
+            # Warm-up decay: the teacher does not linger at the random initialisation.
+            ema_update(self.ema, student, effective_decay(step, self.cfg.ema_decay))
 
     # ---- the step --------------------------------------------------------------------------
     def __call__(self, model: nn.Module, batch: dict, t: float, generator: torch.Generator, autocast) -> StepOutput:
@@ -195,5 +200,5 @@ class Objective:
         tokens = lab.get("tokens")
         if tokens is None:
             return
-        grid = labels_to_token_grid(lab["label"], self.cfg.token_stride)
+        grid = labels_to_token_grid(lab["label"], self.cfg.token_stride, num_classes=self.num_classes)
         self.prototypes.update_from_batch(tokens, grid)

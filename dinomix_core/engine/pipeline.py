@@ -60,6 +60,7 @@ def train_on_specs(
     *,
     teacher_weights: str | None = None,
     teacher_overrides: dict | None = None,
+    teacher=None,
     val: Sequence[CaseSpec] = (),
     cache_dir: str | Path | None = None,
     callbacks: Sequence[Callable] = (),
@@ -67,11 +68,16 @@ def train_on_specs(
     dist: DistContext | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Load the cases (with cached DINOv3 tokens when FKD is on) and train one model."""
+    """Load the cases (with cached DINOv3 tokens when FKD is on) and train one model.
+
+    ``teacher``: an already built teacher (see :func:`make_teacher`); by default it is built
+    here from ``teacher_weights``.
+    """
     dist = dist or DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    teacher = make_teacher(config, teacher_weights, dist.device, arch_overrides=teacher_overrides)
+    if teacher is None:
+        teacher = make_teacher(config, teacher_weights, dist.device, arch_overrides=teacher_overrides)
     info = TeacherInfo()
     if teacher is not None:
         info = TeacherInfo(teacher_id=teacher.teacher_id, is_random=bool(teacher.is_random), embed_dim=int(teacher.embed_dim))

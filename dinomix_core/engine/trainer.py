@@ -33,7 +33,7 @@ from dinomix_core.engine.events import (
     ValidationEvent,
     emit_all,
 )
-from dinomix_core.engine.evaluation import evaluate_arrays
+from dinomix_core.engine.metrics import evaluate_arrays
 from dinomix_core.engine.inferer import predict_labels
 from dinomix_core.engine.objective import Objective, StudentWithHead
 from dinomix_core.io import LabelMap
@@ -132,6 +132,8 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             augment=config.augment,
+            # No left-right mirroring: it would swap the left/right kidney and adrenal classes.
+            augment_kwargs={"flips": ("z", "y")},
         )
         if not use_tokens:
             for case in (*self.batches.labeled_cases, *self.batches.unlabeled_cases):
@@ -207,7 +209,8 @@ class Trainer:
             gts.append(case.label)
             spacings.append(case.spacing_zyx)
         self.model.train()
-        report = evaluate_arrays(preds, gts, spacings, labelmap=self.labelmap, surface=False)
+        report = evaluate_arrays(preds, gts, spacings, self.labelmap.num_classes, class_names=self.labelmap.names,
+                                 case_ids=[c.case_id for c in self.val_cases])
         self.validation = {"step": step, **report}
         per_class = {name: v.get("dice") for name, v in report["per_class"].items()}
         self._emit(ValidationEvent(step, per_class, report.get("mean_dice"), report.get("tail_dice")))

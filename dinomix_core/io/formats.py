@@ -14,12 +14,14 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
+from . import nifti
 from .atomic import atomic_path
 from .errors import VolumeReadError, VolumeWriteError
 from .integrity import check_file_integrity
-from .validation import check_3d_scalar, squeeze_time
+from .validation import check_3d_scalar, check_finite, image_dtype, squeeze_time
 
 FILE_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha", ".mhd")
 _SEG_NRRD_FIX = "In 3D Slicer, export the segmentation as a labelmap volume (one layer, no overlapping segments)."
@@ -42,6 +44,17 @@ class ReaderWriter(ABC):
     def read(self, path: Path, *, series_uid: str | None = None) -> tuple[sitk.Image, dict]:
         """Return the image (3D, scalar, HU rescaled) and metadata for ``Volume.meta``."""
 
+    def read_image(self, path: Path, *, series_uid: str | None = None) -> tuple[np.ndarray, dict, dict]:
+        """(voxels (z, y, x) int16 or float32, geometry, meta) of an image, NaN/inf refused.
+
+        The default decodes with :meth:`read` and copies once into the final dtype.
+        """
+        image, meta = self.read(path, series_uid=series_uid)
+        view = sitk.GetArrayViewFromImage(image)
+        check_finite(view, path)
+        array = np.array(view, dtype=image_dtype(view))
+        return array, _geometry(image), meta
+
     def can_write(self, path: Path) -> bool:
         return False
 
@@ -61,6 +74,35 @@ class SimpleITKFileIO(ReaderWriter):
         return suffix_of(path) in FILE_SUFFIXES
 
     def read(self, path: Path, *, series_uid: str | None = None) -> tuple[sitk.Image, dict]:
+        reader = self._header(path)
+        check_file_integrity(path)
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise VolumeReadError(
+                path, f"is truncated or corrupt: its header reads but its voxels do not ({_itk_reason(exc)}).",
+                "Re-export or re-download the file.",
+            ) from exc
+        meta = {"format": suffix_of(path), "source_pixel_type": image.GetPixelIDTypeAsString()}
+        if suffix_of(path) in (".nrrd", ".seg.nrrd"):
+            meta["header"] = {k: image.GetMetaData(k) for k in image.GetMetaDataKeys() if k.startswith(("Segment", "Segmentation"))}
+        return squeeze_time(image), meta
+
+    def read_image(self, path: Path, *, series_uid: str | None = None) -> tuple[np.ndarray, dict, dict]:
+        """NIfTI voxels are streamed into the final array (one volume of memory, see nifti.py)."""
+        if suffix_of(path) not in (".nii", ".nii.gz"):
+            return super().read_image(path, series_uid=series_uid)
+        reader = self._header(path)
+        header = nifti.read_header(path)
+        size = reader.GetSize()
+        if header is None or not header.numeric or header.voxels != int(np.prod(size)) or header.dims_xyz[:3] != size[:3]:
+            return super().read_image(path, series_uid=series_uid)  # unusual layout: let ITK decode it
+        array = nifti.read_image_voxels(path, header, tuple(reversed(size[:3])))
+        meta = {"format": suffix_of(path), "source_pixel_type": sitk.GetPixelIDValueAsString(reader.GetPixelID())}
+        return array, _geometry(reader), meta
+
+    def _header(self, path: Path) -> sitk.ImageFileReader:
+        """ITK's header reader, after checking the header describes one 3D scalar volume."""
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         try:
@@ -74,18 +116,7 @@ class SimpleITKFileIO(ReaderWriter):
         is_seg = suffix_of(path) == ".seg.nrrd"
         check_3d_scalar(reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents(), path,
                         fix_hint=_SEG_NRRD_FIX if is_seg else "")
-        check_file_integrity(path)
-        try:
-            image = reader.Execute()
-        except RuntimeError as exc:
-            raise VolumeReadError(
-                path, f"is truncated or corrupt: its header reads but its voxels do not ({_itk_reason(exc)}).",
-                "Re-export or re-download the file.",
-            ) from exc
-        meta = {"format": suffix_of(path), "source_pixel_type": image.GetPixelIDTypeAsString()}
-        if is_seg or suffix_of(path) == ".nrrd":
-            meta["header"] = {k: image.GetMetaData(k) for k in image.GetMetaDataKeys() if k.startswith(("Segment", "Segmentation"))}
-        return squeeze_time(image), meta
+        return reader
 
     def write(self, image: sitk.Image, path: Path) -> None:
         if suffix_of(path) == ".mhd":
@@ -121,6 +152,14 @@ def _write_header_and_data(image: sitk.Image, path: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
+
+
+def _geometry(source: sitk.Image | sitk.ImageFileReader) -> dict:
+    """Spacing (z, y, x) mm, origin (x, y, z) mm and 3x3 direction of the first three axes."""
+    dim = source.GetDimension()
+    direction = np.reshape(source.GetDirection(), (dim, dim))[:3, :3]
+    return {"spacing_zyx": tuple(reversed(source.GetSpacing()[:3])), "origin_xyz": tuple(source.GetOrigin()[:3]),
+            "direction": tuple(direction.ravel().tolist())}
 
 
 def _itk_reason(exc: Exception) -> str:

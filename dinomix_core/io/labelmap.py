@@ -80,12 +80,17 @@ class LabelMap:
 
     def to_dataset_json_dict(self, *, num_training: int = 0, channel_names: dict | None = None,
                              file_ending: str = ".nii.gz", name: str | None = None) -> dict:
-        """A complete nnU-Net v2 dataset.json dict for this label map."""
+        """A complete nnU-Net v2 dataset.json dict for this label map.
+
+        The colours travel in an extra ``"label_colors"`` key (name -> RGB 0-255), which
+        nnU-Net ignores and :meth:`from_dataset_json` reads back.
+        """
         data = {
             "channel_names": dict(channel_names or {"0": "CT"}),
             "labels": {n: v for v, n in enumerate(self.names)},
             "numTraining": int(num_training),
             "file_ending": file_ending,
+            "label_colors": {n: list(rgb) for n, rgb in zip(self.names, self.colors)},
         }
         if name or self.title:
             data["name"] = name or self.title
@@ -117,11 +122,30 @@ class LabelMap:
 
     @classmethod
     def from_dataset_json(cls, path_or_dict: str | os.PathLike | dict) -> "LabelMap":
-        """Read the class names from an nnU-Net dataset.json (file, data set folder or dict)."""
+        """Read the classes from an nnU-Net dataset.json (file, data set folder or dict).
+
+        Colours come from ``"label_colors"`` when present, else from the organ presets by
+        name, else a stable distinct hue.
+        """
         if isinstance(path_or_dict, dict):
-            return cls.from_labels_dict(path_or_dict["labels"], title=str(path_or_dict.get("name", "")))
-        data = load_dataset_json(path_or_dict)
-        return cls.from_labels_dict(data["labels"], source=path_or_dict, title=str(data.get("name", "")))
+            data, source = path_or_dict, None
+            if not isinstance(data.get("labels"), dict):
+                raise DinomixInputError(None, 'dataset.json dict has no "labels" mapping.', 'Pass {"labels": {"background": 0, ...}}.')
+        else:
+            data, source = load_dataset_json(path_or_dict), path_or_dict
+        base = cls.from_labels_dict(data["labels"], source=source, title=str(data.get("name", "")))
+        given = data.get("label_colors")
+        if not isinstance(given, dict):
+            return base
+        colors = []
+        for value, name in enumerate(base.names):
+            rgb = given.get(name, base.colors[value])
+            if not (isinstance(rgb, (list, tuple)) and len(rgb) == 3
+                    and all(isinstance(c, int) and 0 <= c <= 255 for c in rgb)):
+                raise DinomixInputError(source, f'"label_colors" for {name!r} is {rgb!r}, not an RGB triple 0-255.',
+                                        'Write it as [r, g, b] with integers 0-255, or drop "label_colors".')
+            colors.append(tuple(rgb))
+        return cls(base.names, colors, title=base.title)
 
     @classmethod
     def preset(cls, name: str) -> "LabelMap":

@@ -1,8 +1,8 @@
 """Read CT images and label maps into :class:`Volume` (array (z, y, x), geometry in mm).
 
-Memory: the file is decoded once by SimpleITK, then copied once into the returned numpy
-array (already in its final dtype) while the SimpleITK image is released right after, so a
-read peaks at about twice the volume's own size.
+Memory: NIfTI voxels are streamed straight into the returned array (about one volume of
+memory); other formats are decoded by SimpleITK and copied once into the final dtype, the
+SimpleITK image being released right after (about two volumes).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .errors import VolumeReadError
 from .formats import reader_writer_for, suffix_of
 from .labelmap import LabelMap
 from .segnrrd import labelmap_from_segments, segments_from_header
-from .validation import check_finite, check_label_values, check_same_grid, image_dtype, label_dtype
+from .validation import check_label_values, check_same_grid, label_dtype
 from .volume import Volume
 
 
@@ -30,12 +30,9 @@ def read_volume(path: str | os.PathLike, *, series_uid: str | None = None) -> Vo
     read unless ``series_uid`` is given; ``meta['series_uid']``/``meta['series_choice']`` say which.
     """
     path = _existing(path)
-    image, meta = reader_writer_for(path).read(path, series_uid=series_uid)
+    array, geometry, meta = reader_writer_for(path).read_image(path, series_uid=series_uid)
     meta.pop("header", None)
-    view = sitk.GetArrayViewFromImage(image)
-    check_finite(view, path)
-    array = np.array(view, dtype=image_dtype(view))
-    return _volume(array, image, path, meta, modality=meta.pop("modality", "CT"))
+    return Volume(array, **geometry, source=path, modality=meta.pop("modality", "CT"), meta=meta)
 
 
 def read_labels(path: str | os.PathLike, *, reference: Volume | None = None,

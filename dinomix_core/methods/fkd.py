@@ -180,6 +180,26 @@ class TokenBank:
         self._ptr = end % self.capacity
         self._count = min(self.capacity, self._count + n)
 
+    def state_dict(self) -> dict:
+        """Stored tokens, write position and the subset generator's state, for an exact resume."""
+        return {
+            "tokens": None if self._buf is None else self._buf.detach().cpu().clone(),
+            "ptr": self._ptr,
+            "count": self._count,
+            "generator": None if self.generator is None else self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        buf = state["tokens"]
+        if buf is not None and tuple(buf.shape) != (self.capacity, self.dim):
+            raise ValueError(f"checkpoint token bank is {tuple(buf.shape)}, expected ({self.capacity}, {self.dim})")
+        device = self._buf.device if self._buf is not None else "cpu"
+        self._buf = None if buf is None else buf.float().to(device)
+        self._ptr = int(state["ptr"])
+        self._count = int(state["count"])
+        if state.get("generator") is not None and self.generator is not None:
+            self.generator.set_state(state["generator"])
+
     def reset(self) -> None:
         """Forget every stored token."""
         self._buf = None

@@ -97,6 +97,17 @@ class ClassFrequency:
         self._blend(counts)
         self.pseudo_updates += 1
 
+    def update_pseudo_counts(self, counts: torch.Tensor) -> None:
+        """EMA step with ready-made confident pseudo-label counts (K,), e.g. summed over DDP ranks
+        so that every rank keeps the same frequencies."""
+        counts = counts.detach().to("cpu", torch.float64).reshape(-1)
+        if counts.numel() != self.num_classes:
+            raise ValueError(f"expected {self.num_classes} counts, got {counts.numel()}")
+        if float(counts.sum()) <= 0:
+            return
+        self._blend(counts)
+        self.pseudo_updates += 1
+
     @property
     def freqs(self) -> torch.Tensor:
         """(K,) float64 frequencies summing to 1, each >= ~eps (uniform before any update)."""

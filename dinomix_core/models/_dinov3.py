@@ -10,6 +10,7 @@ one set of error messages cover every file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import io
 import os
@@ -23,6 +24,8 @@ from dinomix_core.io.errors import DinomixInputError
 from dinomix_core.models.errors import WeightsFileError
 
 DEFAULT_TEACHER = "vit_small_patch16_dinov3"
+#: The weights trained on natural images (ImageNet normalisation): the ones looked for by default.
+DEFAULT_TAG = "lvd1689m"
 QKVB = "_qkvb"
 
 _SHOWN_KEYS = 6
@@ -49,11 +52,20 @@ def pretrained_tags(name: str) -> list[str]:
     return [p.split(".", 1)[1] for p in timm.list_pretrained(f"{name}.*")]
 
 
+def default_tag(name: str) -> str:
+    """The weights used by default for ``name``: ``lvd1689m`` where timm has them, else timm's first."""
+    tags = pretrained_tags(name.removesuffix(QKVB)) + pretrained_tags(name)
+    return DEFAULT_TAG if DEFAULT_TAG in tags or not tags else tags[0]
+
+
 def normalisation(name: str, tag: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Input (mean, std) the weights ``name.tag`` were trained with (timm's pretrained cfg)."""
+    """Input (mean, std) the weights ``name.tag`` were trained with (timm's pretrained cfg).
+
+    An unknown or missing tag means the default weights (:func:`default_tag`).
+    """
     tags = pretrained_tags(name)
-    chosen = tag if tag in tags else (tags[0] if tags else None)
-    cfg = timm.models.get_pretrained_cfg(f"{name}.{chosen}" if chosen else name)
+    chosen = tag if tag in tags else default_tag(name)
+    cfg = timm.models.get_pretrained_cfg(f"{name}.{chosen}" if chosen in tags else name)
     return tuple(cfg.mean), tuple(cfg.std)
 
 
@@ -154,15 +166,38 @@ def load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], path: os.Pa
     model.load_state_dict(converted, strict=True)
 
 
+@functools.lru_cache(maxsize=None)
+def meta_model(name: str) -> nn.Module:
+    """The full-size ``name`` on the meta device: shapes only, no memory; cached, never modify it."""
+    return create_vit(name, device="meta")
+
+
+def _size_of(name: str) -> tuple[int, int]:
+    model = meta_model(name)
+    return int(model.embed_dim), len(model.blocks)
+
+
+def _size_in(state_dict: dict[str, torch.Tensor]) -> tuple[int, int] | None:
+    token = state_dict.get("cls_token")
+    if token is None:
+        return None
+    blocks = {k.split(".")[1] for k in state_dict if k.startswith("blocks.")}
+    return int(token.shape[-1]), len(blocks)
+
+
 def infer_arch(state_dict: dict[str, torch.Tensor], path: os.PathLike) -> str | None:
     """The full-size DINOv3 ViT whose tensors match this checkpoint exactly, if any.
 
-    Models are built on the meta device (shapes only, no memory). Bias-free variants are
-    tried first, so a Meta checkpoint with all-zero biases maps to the plain name.
+    Candidates of the right width and depth are built on the meta device (shapes only, no
+    memory) and compared tensor by tensor. Bias-free variants are tried first, so a Meta
+    checkpoint with all-zero biases maps to the plain name.
     """
+    size = _size_in(state_dict)
     names = sorted(teacher_archs(), key=lambda n: (n.endswith(QKVB), n))
     for name in names:
-        model = create_vit(name, device="meta")
+        if size is None or _size_of(name) != size:
+            continue
+        model = meta_model(name)
         try:
             converted = to_timm_state_dict(state_dict, model, path, name)
         except WeightsFileError:

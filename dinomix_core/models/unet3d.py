@@ -28,7 +28,9 @@ class UNet3d(EncoderDecoder):
 
     Attributes used by the engine:
         num_classes, in_channels; ``config`` (name + every option, rebuilds this network);
-        ``size_divisor`` (dz, dy, dx) that D, H, W must be multiples of (2**depth on each axis);
+        ``size_divisor`` (dz, dy, dx) that D, H, W must be multiples of (2**depth on each axis;
+        instance norm in training also needs more than one bottleneck voxel, i.e. a patch
+        larger than ``size_divisor`` on at least one axis);
         ``feature_channels`` and ``feature_stride`` (sz, sy, sx) of :meth:`forward_features`'s
         features: the second-to-last decoder stage, (B, 2*width, D/2, H/2, W/2).
     """

@@ -35,8 +35,8 @@ from dinomix_core.models import _dinov3
 from dinomix_core.models.errors import ChecksumMismatchError, MissingWeightsError, WeightsFileError
 
 ENV_VAR = "DINOMIX_WEIGHTS_DIR"
-#: The weights trained on natural images (ImageNet normalisation); the ones the teacher looks for.
-DEFAULT_TAG = "lvd1689m"
+DEFAULT_TAG = _dinov3.DEFAULT_TAG
+default_tag = _dinov3.default_tag
 META_RELEASE_URL = "https://github.com/facebookresearch/dinov3"
 
 #: Meta's short model names (``dinov3_<short>_pretrain_...``) and the timm architecture they load into.
@@ -144,15 +144,16 @@ def _files_in(directory: Path) -> Iterator[Path]:
 
 
 def _usable(parsed: WeightsName, teacher: str) -> bool:
-    # Untagged timm files are taken as the default weights; other tags (sat493m) need a path.
-    return parsed.serves(teacher) and parsed.tag in (None, DEFAULT_TAG)
+    # Untagged timm files count as the default weights; other tags (sat493m) need an explicit path.
+    return parsed.serves(teacher) and parsed.tag in (None, default_tag(teacher))
 
 
 def expected_file_names(name: str) -> list[str]:
     """File names that ``find_weights(name)`` accepts, for messages."""
     arch = name.removesuffix(_dinov3.QKVB)
-    names = [f"dinov3_{short}_pretrain_{DEFAULT_TAG}-<sha256 prefix>.pth" for short, a in META_TO_TIMM.items() if a == arch]
-    return [*names, f"{name}.{DEFAULT_TAG}.safetensors", f"{name}.safetensors", f"{name}.{DEFAULT_TAG}/model.safetensors"]
+    tag = default_tag(name)
+    names = [f"dinov3_{short}_pretrain_{tag}-<sha256 prefix>.pth" for short, a in META_TO_TIMM.items() if a == arch]
+    return [*names, f"{name}.{tag}.safetensors", f"{name}.safetensors", f"{name}.{tag}/model.safetensors"]
 
 
 def find_weights(name: str, explicit: str | os.PathLike | None = None) -> Path:
@@ -176,8 +177,8 @@ def find_weights(name: str, explicit: str | os.PathLike | None = None) -> Path:
             if parsed is None:
                 continue
             if _usable(parsed, name):
-                # Exact timm arch first (no conversion), then Meta's file.
-                matches.append((0 if parsed.arch == name else 1, candidate))
+                # timm's own file first (no key conversion), then Meta's.
+                matches.append((0 if parsed.layout == "timm" else 1, candidate))
             else:
                 others.append(candidate)
         if matches:
@@ -194,8 +195,7 @@ def _missing(name: str, dirs: list[Path], others: list[Path], explicit: str | os
     problem = f"no DINOv3 weights for teacher {name!r}. Looked for {' or '.join(expected_file_names(name))} in: {'; '.join(where)}."
     if others:
         problem += f" Found only weights for other models/tags: {', '.join(p.name if p.name not in _HF_FILE_NAMES else str(p) for p in others)}."
-    tags = _dinov3.pretrained_tags(name)
-    hf_id = f"timm/{name}.{DEFAULT_TAG if DEFAULT_TAG in tags else (tags[0] if tags else DEFAULT_TAG)}"
+    hf_id = f"timm/{name}.{default_tag(name)}"
     fix = (
         f"download the weights yourself: Meta's DINOv3 release ({META_RELEASE_URL}, after accepting the licence) "
         f"or model.safetensors from the Hugging Face page {hf_id}. Then run `dinomix weights add FILE` "
@@ -371,8 +371,7 @@ def _validated_arch(state_dict: dict[str, torch.Tensor], arch: str | None, shown
                 "matches no DINOv3 ViT architecture timm knows.",
                 f"pass the architecture with --arch (one of {', '.join(_dinov3.teacher_archs())}) or re-download the file.",
             )
-    model = _dinov3.create_vit(arch, device="meta")
-    _dinov3.check_matches(state_dict, model, shown, arch)
+    _dinov3.check_matches(state_dict, _dinov3.meta_model(arch), shown, arch)
     return arch
 
 
@@ -402,6 +401,7 @@ __all__ = [
     "WeightsFileError",
     "WeightsName",
     "add_weights",
+    "default_tag",
     "env_weights_dirs",
     "expected_file_names",
     "file_sha256",

@@ -37,19 +37,14 @@ def adopt_label_map(project, label_map: LabelMap, source) -> None:
         return
     ours = [_norm(n) for n in current.names]
     theirs = [_norm(n) for n in label_map.names]
-    if theirs == ours or theirs[: len(ours)] == ours and len(theirs) > len(ours) and not _has_labels(project):
-        if theirs != ours:
-            project.set_label_map(label_map)
+    if theirs == ours:
         return
-    if theirs[: len(ours)] == ours:  # extends ours: adding classes at the end keeps existing labels valid
+    if theirs[: len(ours)] == ours:  # appends classes: existing labels keep their meaning
         project.set_label_map(label_map)
         return
     raise ClassMapError(source, f"its classes {label_map.names} differ from the project's {current.names}.",
-                        "Import into a project with the same class map (or a new project).")
-
-
-def _has_labels(project) -> bool:
-    return project.query_one("SELECT 1 AS x FROM revisions LIMIT 1") is not None
+                        f"Import into a project with the same classes, or change the project's with "
+                        f"`dinomix project classes {project.root} --labels {source}` (only before labels exist).")
 
 
 def import_nnunet(project, dataset_dir: str | os.PathLike, *, copy: bool = False, author: str | None = None) -> ImportReport:

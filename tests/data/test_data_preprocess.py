@@ -88,6 +88,12 @@ def test_teacher_pixels_align_with_voxel_cells_and_padding_is_air(stride):
     assert torch.all(grey[:, first_pad_col + margin:].abs() < 1e-5)
 
 
+def test_teacher_slices_uses_the_given_normalisation():
+    hu = np.full((1, 16, 16), 215.0)  # window ceiling: 1 before normalising
+    out = teacher_slices(hu, stride=16, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 2.0))
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([1.0, 3.0, 0.5]))
+
+
 def test_teacher_slices_rejects_bad_input():
     with pytest.raises(ValueError):
         teacher_slices(np.zeros((8, 8)), stride=8)

@@ -76,6 +76,8 @@ def test_key_changes_with_every_input(volume):
         cache_key(volume, "t", window=(350, 40), stride=4),
         cache_key(volume.astype(np.float32), "t", window=(350, 40), stride=8),
         cache_key(volume.reshape(32, 16, 32), "t", window=(350, 40), stride=8),
+        cache_key(volume, "t", window=(350, 40), stride=8, mean=(0.5, 0.5, 0.5)),
+        cache_key(volume, "t", window=(350, 40), stride=8, std=(0.5, 0.5, 0.5)),
     ]
     assert len({base, *others}) == len(others) + 1
 
@@ -92,6 +94,17 @@ def test_window_stride_and_teacher_changes_recompute(tmp_path, volume):
     assert not np.array_equal(a, b)
     assert len(list(tmp_path.glob("tokens-*.npy"))) == 4
     np.testing.assert_array_equal(a, d)  # same weights, different id: still a separate entry
+
+
+def test_teacher_normalisation_is_used_and_keyed(volume):
+    imagenet = CountingTeacher()
+    other = CountingTeacher()
+    other.mean, other.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    cache = TokenCache(None)
+    a = cache.get(volume, imagenet, stride=8)
+    b = cache.get(volume, other, stride=8)
+    assert cache.cache_stats.misses == 2
+    assert not np.array_equal(a, b)
 
 
 def test_memory_lru_evicts_oldest(volume):
@@ -193,3 +206,17 @@ def test_real_random_teacher_through_the_cache(tmp_path, volume):
     teacher.encode = refuse
     again = TokenCache(tmp_path).get(small, teacher, stride=8)
     np.testing.assert_array_equal(tokens, again)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_teacher_matches_cpu_teacher(volume):
+    teacher_module = pytest.importorskip("dinomix_core.models.teacher")
+    arch = dict(depth=1, embed_dim=32, num_heads=2)
+    cpu = teacher_module.build_teacher("vit_small_patch16_dinov3", weights="random", **arch)
+    gpu = teacher_module.build_teacher("vit_small_patch16_dinov3", weights="random", device="cuda", **arch)
+    a = compute_tokens(volume[:6], cpu, stride=8).astype(np.float32)
+    b = compute_tokens(volume[:6], gpu, stride=8).astype(np.float32)
+    assert b.dtype == np.float32 and b.shape == a.shape
+    cosine = (a * b).sum(axis=1)
+    assert cosine.min() > 0.999

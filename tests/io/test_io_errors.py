@@ -81,8 +81,17 @@ def test_truncated_gzip_whose_stream_is_complete_but_short(tmp_path, ct_volume):
     """A valid gzip of a cut-off NIfTI: ITK would zero-fill it; the header size check catches it."""
     raw = write_image(ct_volume, tmp_path / "good.nii").read_bytes()
     (tmp_path / "short.nii.gz").write_bytes(gzip.compress(raw[: len(raw) - 100]))
-    with raises_for(tmp_path / "short.nii.gz", VolumeReadError, match="bytes after decompression"):
+    with raises_for(tmp_path / "short.nii.gz", VolumeReadError, match=r"670 of the 720 voxels .* are there"):
         read_volume(tmp_path / "short.nii.gz")
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_truncated_label_file(tmp_path, ct_volume, label_volume, suffix):
+    """Labels go through ITK, which zero-fills a short NIfTI; the integrity check stops that."""
+    data = write_labels(label_volume, tmp_path / f"seg{suffix}", reference=ct_volume).read_bytes()
+    (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) * 2 // 3])
+    with raises_for(tmp_path / f"cut{suffix}", VolumeReadError, match="truncated"):
+        read_labels(tmp_path / f"cut{suffix}")
 
 
 def test_corrupt_nii_gz(tmp_path, ct_volume):
@@ -191,6 +200,7 @@ def test_label_values_outside_the_class_map(tmp_path, ct_volume, label_volume):
     [(0.5, "fractional values"), (np.nan, "NaN/inf"), (-2.0, "negative value -2")],
 )
 def test_bad_label_voxels(tmp_path, ct_volume, bad_value, match):
+    """Float labels in NRRD (NIfTI NaN labels are refused on read like NaN images)."""
     labels = np.zeros(ct_volume.shape, np.float32)
     labels[1, 1, 1] = 1.0
     labels[2, 2, 2] = bad_value

@@ -43,6 +43,23 @@ def test_class_frequency_from_labels_then_pseudo_ema():
         ClassFrequency(5).load_state_dict(cf.state_dict())
 
 
+def test_pseudo_counts_update_equals_pseudo_label_update():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2]).view(1, 6)
+    pseudo = torch.tensor([0, 2, 2, 3, 1, 1]).view(1, 6)
+    mask = torch.tensor([True, True, True, True, False, True]).view(1, 6)
+    a, b = ClassFrequency(4, momentum=0.8), ClassFrequency(4, momentum=0.8)
+    a.update_labeled(labels)
+    b.update_labeled(labels)
+    a.update_pseudo(pseudo, mask)
+    b.update_pseudo_counts(torch.tensor([1, 1, 2, 1]))  # e.g. summed over DDP ranks
+    torch.testing.assert_close(a.freqs, b.freqs)
+    assert a.pseudo_updates == b.pseudo_updates == 1
+    b.update_pseudo_counts(torch.zeros(4))
+    torch.testing.assert_close(a.freqs, b.freqs)
+    with pytest.raises(ValueError, match="expected 4 counts"):
+        b.update_pseudo_counts(torch.ones(5))
+
+
 def _share(probs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     draws = [sample_class(probs, None, g) for _ in range(n)]
