@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--teacher", default="auto", metavar="auto|random|PATH",
                    help="auto: installed DINOv3 weights if any, else a random teacher (said plainly)")
+    p.add_argument("--token-stride", type=int, default=8, help="voxels per DINOv3 token in-plane")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run)
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                   "install weights with `dinomix weights add FILE` for real results)", file=sys.stderr)
     config = TrainConfig(
         method=args.method, student="unet3d", student_width=args.width, student_depth=args.depth,
-        patch_size=args.patch, steps=args.steps, seed=args.seed, lr=0.03, checkpoint_every=max(args.steps // 4, 1),
+        patch_size=args.patch, steps=args.steps, seed=args.seed, lr=0.03, token_stride=args.token_stride, checkpoint_every=max(args.steps // 4, 1),
     )
     run_dir = out / "run"
     progress = ConsoleProgress()

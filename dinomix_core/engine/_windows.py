@@ -80,12 +80,14 @@ def gaussian_importance(
     floor: float = 1e-3,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Blending weights for one window: a separable Gaussian, peak 1, shape ``window`` (z, y, x).
+    """Blending weights for one window: a separable Gaussian of shape ``window`` (z, y, x).
 
-    sigma is ``sigma_scale`` times the window length on each axis, centred between the middle
-    voxels, so predictions near a window's border (where the network saw the least context)
-    count least. Weights below ``floor`` are raised to it: every voxel keeps a usable weight
-    (also in float16 accumulators), and the map stays strictly positive.
+    exp(-d^2 / (2 sigma^2)) per axis, d measured from the window's centre (between the two
+    middle voxels for even lengths, so the peak is 1 only for odd windows), sigma =
+    ``sigma_scale`` times the window length: predictions near a window's border, where the
+    network saw the least context, count least. Weights below ``floor`` are raised to it, so
+    every voxel keeps a usable weight (also in float16 accumulators). Same numbers as MONAI's
+    Gaussian mode, hence the same blend.
     """
     if sigma_scale <= 0:
         raise ValueError(f"sigma_scale must be positive, got {sigma_scale}")
@@ -97,7 +99,6 @@ def gaussian_importance(
         shape = [1, 1, 1]
         shape[axis] = n
         weights = weights * g.reshape(shape)
-    weights = weights / weights.max()
     return weights.clamp_(min=floor).to(device=device, dtype=torch.float32)
 
 

@@ -108,20 +108,23 @@ def check_options(
 ) -> None:
     """Reject impossible student options with one clear message each (they come from users)."""
     for key, value, low in (("in_channels", in_channels, 1), ("num_classes", num_classes, 2), ("width", width, 1), ("depth", depth, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise DinomixInputError(None, f"student option {key}={value!r} is not an integer >= {low}.", f"set {key} to an integer >= {low}.")
-    choices = (("norm", norm, NORMS), ("block", block, BLOCKS), ("skip", skip, SKIPS))
-    for key, value, allowed in choices:
+        if not _is_int_at_least(value, low):
+            _bad(key, value, f"is not an integer >= {low}", f"set {key} to an integer >= {low}")
+    for key, value, allowed in (("norm", norm, NORMS), ("block", block, BLOCKS), ("skip", skip, SKIPS)):
         if value not in allowed:
-            raise DinomixInputError(None, f"student option {key}={value!r} is not supported.", f"use one of {', '.join(allowed)}.")
+            _bad(key, value, "is not supported", f"use one of {', '.join(allowed)}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
-        raise DinomixInputError(None, f"student option dropout={dropout!r} is not a probability in [0, 1).", "set dropout between 0 and 1, e.g. 0.5.")
-    if convs_per_stage is not None and (isinstance(convs_per_stage, bool) or not isinstance(convs_per_stage, int) or convs_per_stage < 1):
-        raise DinomixInputError(
-            None,
-            f"student option convs_per_stage={convs_per_stage!r} is not an integer >= 1.",
-            "give an integer >= 1, or null for V-Net's 1-2-3-3 schedule.",
-        )
+        _bad("dropout", dropout, "is not a probability in [0, 1)", "set dropout between 0 and 1, e.g. 0.5")
+    if convs_per_stage is not None and not _is_int_at_least(convs_per_stage, 1):
+        _bad("convs_per_stage", convs_per_stage, "is not an integer >= 1", "give an integer >= 1, or null for V-Net's 1-2-3-3 schedule")
+
+
+def _is_int_at_least(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _bad(key: str, value: Any, problem: str, fix: str) -> None:
+    raise DinomixInputError(None, f"student option {key}={value!r} {problem}.", f"{fix}.")
 
 
 class EncoderDecoder(nn.Module):

@@ -9,10 +9,8 @@ one set of error messages cover every file.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
-import io
 import os
 from typing import Any
 
@@ -42,7 +40,7 @@ def check_arch(name: str) -> str:
         raise DinomixInputError(
             None,
             f"unknown teacher {name!r}.",
-            f"choose one of: {', '.join(teacher_archs())} (or weights 'random' for a test teacher).",
+            f"choose one of: {', '.join(teacher_archs())}.",
         )
     return name
 
@@ -87,17 +85,17 @@ def _is_meta_layout(state_dict: dict[str, torch.Tensor]) -> bool:
     return "storage_tokens" in state_dict
 
 
-def _check_dropped_biases(state_dict: dict[str, torch.Tensor], model: nn.Module, path: os.PathLike, name: str) -> None:
-    """Meta checkpoints carry a fused qkv bias; timm's bias-free variants drop it.
+def _drop_zero_biases(state_dict: dict[str, torch.Tensor], model: nn.Module, path: os.PathLike, name: str) -> dict[str, torch.Tensor]:
+    """Meta checkpoints carry a fused qkv bias; timm's bias-free variants have no place for it.
 
-    That is exact only while the q and v parts are zero (the k part is masked out by
-    DINOv3 itself). Refuse rather than silently change the teacher when they are not.
+    Dropping it is exact only while its q and v parts are zero (DINOv3 masks the k part
+    itself). Refuse rather than silently change the teacher when they are not; otherwise
+    remove those entries, as timm's filter would (it prints a line for each).
     """
     params = dict(model.named_parameters())
+    kept = dict(state_dict)
     for key, value in state_dict.items():
-        if not key.endswith("attn.qkv.bias"):
-            continue
-        if key.replace("qkv.bias", "q_bias") in params:
+        if not key.endswith("attn.qkv.bias") or key.replace("qkv.bias", "q_bias") in params:
             continue
         q, _, v = value.float().chunk(3, dim=-1)
         if bool(q.any()) or bool(v.any()):
@@ -106,6 +104,8 @@ def _check_dropped_biases(state_dict: dict[str, torch.Tensor], model: nn.Module,
                 f"holds non-zero attention biases ({key}), which teacher {name!r} has no parameters for.",
                 f"use the teacher {name + QKVB!r}, which keeps them.",
             )
+        del kept[key]
+    return kept
 
 
 def to_timm_state_dict(
@@ -113,14 +113,12 @@ def to_timm_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Map a checkpoint (Meta or timm key names) onto ``model``'s key names."""
     if _is_meta_layout(state_dict):
-        _check_dropped_biases(state_dict, model, path, name)
+        state_dict = _drop_zero_biases(state_dict, model, path, name)
     filter_fn = _filter_fn(model)
     if filter_fn is None:
         return dict(state_dict)
     try:
-        # The filter prints a line for every bias it drops; our check above already judged those.
-        with contextlib.redirect_stdout(io.StringIO()):
-            return filter_fn(dict(state_dict), model)
+        return filter_fn(dict(state_dict), model)
     except Exception as exc:  # the filter assumes a sane checkpoint; any failure means it is not one
         raise WeightsFileError(
             path,

@@ -192,9 +192,11 @@ def _missing(name: str, dirs: list[Path], others: list[Path], explicit: str | os
         where = [f"${ENV_VAR}={env!r}" if env else f"${ENV_VAR} (not set)", f"{user_weights_dir()} (user cache)"]
     else:
         where = [str(Path(explicit))]
-    problem = f"no DINOv3 weights for teacher {name!r}. Looked for {' or '.join(expected_file_names(name))} in: {'; '.join(where)}."
+    looked_for = " or ".join(expected_file_names(name))
+    problem = f"no DINOv3 weights for teacher {name!r}. Looked for {looked_for} in: {'; '.join(where)}."
     if others:
-        problem += f" Found only weights for other models/tags: {', '.join(p.name if p.name not in _HF_FILE_NAMES else str(p) for p in others)}."
+        shown = [str(p) if p.name in _HF_FILE_NAMES else p.name for p in others]
+        problem += f" Found only weights for other models/tags: {', '.join(shown)}."
     hf_id = f"timm/{name}.{default_tag(name)}"
     fix = (
         f"download the weights yourself: Meta's DINOv3 release ({META_RELEASE_URL}, after accepting the licence) "
@@ -305,7 +307,8 @@ def _as_state_dict(obj: object, shown: Path) -> dict[str, torch.Tensor]:
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    tensors_by_name = isinstance(obj, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    if not tensors_by_name or not obj:
         raise WeightsFileError(
             shown,
             "does not hold a state dict (a mapping of names to tensors).",

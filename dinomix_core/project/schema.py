@@ -109,21 +109,23 @@ def migrate(conn: sqlite3.Connection, db_path: Path) -> int:
     """Bring the schema up to date in one transaction; return the version migrated from.
 
     ``conn`` must be in autocommit mode (``isolation_level=None``). A database that already
-    holds tables is copied to ``<db>.v<old>.bak`` first (SQLite's online backup), so users
-    can go back to an older release.
+    holds tables is first copied to ``<db>.v<old>.bak`` (SQLite's online backup, taken outside
+    the write transaction, which it cannot run inside), so users can go back to an older release.
     """
+    latest = max(MIGRATIONS)
+    old = check_version(conn, db_path)
+    if old == latest:
+        return old
+    if old > 0:
+        backup = db_path.with_name(f"{db_path.name}.v{old}.bak")
+        dst = sqlite3.connect(backup)
+        try:
+            conn.backup(dst)
+        finally:
+            dst.close()
     conn.execute("BEGIN IMMEDIATE")
     try:
         old = check_version(conn, db_path)  # re-read under the write lock: another process may have migrated
-        latest = max(MIGRATIONS)
-        if old == latest:
-            conn.execute("ROLLBACK")
-            return old
-        if old > 0:
-            backup = db_path.with_name(f"{db_path.name}.v{old}.bak")
-            with sqlite3.connect(backup) as dst:
-                conn.backup(dst)
-            dst.close()
         for version in range(old + 1, latest + 1):
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)

@@ -119,15 +119,24 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
             raise ProjectError(db_path, f"cannot be opened ({exc}).", "Check the folder's permissions and free space.") from exc
         try:
             with _translate_busy(db_path, busy_timeout):
-                schema.check_version(conn, db_path)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute("PRAGMA synchronous=FULL")  # a committed correction survives power loss too
-                schema.migrate(conn, db_path)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise ProjectError(db_path, f"is not a readable project database ({exc}).",
-                               "Restore it from a backup (project.sqlite.v*.bak if present).") from exc
+                try:
+                    version = schema.check_version(conn, db_path)
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA foreign_keys=ON")
+                    conn.execute("PRAGMA synchronous=FULL")  # a committed correction survives power loss too
+                except sqlite3.DatabaseError as exc:
+                    if isinstance(exc, sqlite3.OperationalError) and "lock" in str(exc).lower():
+                        raise
+                    raise ProjectError(db_path, f"is not a readable project database ({exc}).",
+                                       "Restore it from a backup (project.sqlite.v*.bak if present).") from exc
+                try:
+                    schema.migrate(conn, db_path)
+                except sqlite3.DatabaseError as exc:
+                    if isinstance(exc, sqlite3.OperationalError) and "lock" in str(exc).lower():
+                        raise
+                    raise ProjectError(db_path, f"upgrading the database from schema version {version} to "
+                                       f"{schema.SCHEMA_VERSION} failed ({exc}); nothing was changed.",
+                                       "Keep using the release that wrote it, and report this bug.") from exc
         except BaseException:
             conn.close()
             raise

@@ -1,1 +1,5 @@
-"""napari plugin for DINO-Mix Studio."""
+"""napari plugin of DINO-Mix Studio (npe2 manifest: napari.yaml).
+
+Readers, writers and dock widgets arrive with the GUI work; the package already installs
+under the unique name ``napari_dinomix`` with its manifest entry point.
+"""

@@ -20,12 +20,23 @@ def test_dinomix_core_imports_no_gui_toolkit():
     assert out.stdout.strip() == "", f"dinomix_core pulled in GUI modules: {out.stdout.strip()}"
 
 
-def test_installed_packages_have_unique_import_names():
-    import importlib.util
+def test_wheel_installs_only_uniquely_named_packages(tmp_path):
+    """Installing must not put generic top-level `app` or `plugins` modules into site-packages."""
+    import zipfile
+    from pathlib import Path
 
-    assert importlib.util.find_spec("dinomix_app") is not None
-    assert importlib.util.find_spec("napari_dinomix") is not None
-    # Nothing generic named `app` or `plugins` comes from this project.
-    for generic in ("app", "plugins"):
-        spec = importlib.util.find_spec(generic)
-        assert spec is None or "dinomix" not in str(spec.origin or spec.submodule_search_locations)
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(root)],
+        check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = tmp_path.glob("dinomix_studio-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"dinomix_core", "dinomix_app", "napari_dinomix"}
+    # Package data a user's install needs: class maps and the napari manifest.
+    assert "dinomix_core/resources/btcv13.json" in names and "dinomix_core/resources/amos15.json" in names
+    assert "napari_dinomix/napari.yaml" in names
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "dinomix = dinomix_core.cli:main" in entry_points
+    assert "napari_dinomix:napari.yaml" in entry_points

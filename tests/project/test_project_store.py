@@ -75,7 +75,7 @@ def test_failed_migration_leaves_the_database_as_it_was(tmp_path, monkeypatch):
     Project.init(tmp_path / "p").close()
     monkeypatch.setitem(schema.MIGRATIONS, SCHEMA_VERSION + 1,
                         ["ALTER TABLE cases ADD COLUMN body_part TEXT", "THIS IS NOT SQL"])
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(ProjectError, match="nothing was changed"):
         Project.open(tmp_path / "p")
     monkeypatch.delitem(schema.MIGRATIONS, SCHEMA_VERSION + 1)
     with Project.open(tmp_path / "p") as proj:
