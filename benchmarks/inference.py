@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=4, help="student width (channels at full resolution)")
     parser.add_argument("--depth", type=int, default=3, help="student depth (number of down-samplings)")
     parser.add_argument("--overlap", type=float, default=0.5)
-    parser.add_argument("--sw-batch-size", type=int, default=2)
+    parser.add_argument("--sw-batch-size", type=int, default=4)
     parser.add_argument("--fov-mm", type=float, default=500.0, help="display field of view of the timed volume")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -19,7 +19,7 @@ def triple(text: str) -> tuple[int, int, int]:
 def add_training_options(p: argparse.ArgumentParser, *, steps: int = 1000) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--method", choices=METHODS, default="dinomix", help="which parts of DINO-Mix to use (default: dinomix = all)")
-    g.add_argument("--teacher", default="auto", metavar="random|PATH|auto",
+    g.add_argument("--teacher", "--teacher-weights", dest="teacher", default="auto", metavar="random|PATH|auto",
                    help="DINOv3 weights file, 'random' (tests/demo: a randomly initialised ViT, reported as such) "
                         "or 'auto' (installed weights; see `dinomix weights`)")
     g.add_argument("--teacher-arch", default="vit_small_patch16_dinov3", help="timm DINOv3 architecture")

@@ -6,7 +6,6 @@ there, so the CLI, the napari plugin and the app behave the same.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 
-from dinomix_core.models import weights as W
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,9 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "weights",
         help="install or list DINOv3 teacher weights (local files only, never downloaded)",
         description=(
-            "DINOv3 weights are looked up in $DINOMIX_WEIGHTS_DIR, then in the user folder "
-            f"({W.user_weights_dir()}). Get them from Meta's release ({W.META_RELEASE_URL}) "
-            "or timm's model.safetensors on Hugging Face."
+            "DINOv3 weights are looked up in $DINOMIX_WEIGHTS_DIR, then in the per-user weights "
+            "folder (`dinomix weights list` shows it). Get them from Meta's DINOv3 release "
+            "(https://github.com/facebookresearch/dinov3) or timm's model.safetensors on Hugging Face."
         ),
     )
     sub = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
@@ -31,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
+    from dinomix_core.models import weights as W
+
     path = W.add_weights(args.file, arch=args.arch, dest_dir=args.dir)
     parsed = W.parse_weights_name(path)
     arch = parsed.arch if parsed else (args.arch or "?")
@@ -39,6 +40,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from dinomix_core.models import weights as W
+
     env = os.environ.get(W.ENV_VAR)
     print(f"searched: ${W.ENV_VAR}={env!r}" if env else f"searched: ${W.ENV_VAR} (not set)")
     print(f"          {W.user_weights_dir()} (user folder)")

@@ -136,7 +136,7 @@ def predict_volume(
 
     ``preprocess`` maps the volume's (z, y, x) array (HU for CT) to the float32 network input
     of the same shape (e.g. ``io.clip_normalize``). ``skip_outside_body`` (default: True for
-    CT) skips windows outside ``body_mask`` of the HU array. Other keyword options are those
+    CT unless a ``skip_mask`` is given) skips windows outside ``body_mask`` of the HU array. Other keyword options are those
     of ``sliding_window_probs``. With ``return_probs`` also returns (C, Z, Y, X) float32
     probabilities on the CPU.
     """
@@ -148,8 +148,10 @@ def predict_volume(
             "it must map the (z, y, x) array voxel for voxel (resample before inference instead)"
         )
     if skip_outside_body is None:
-        skip_outside_body = (volume.modality or "").upper() == "CT"
+        skip_outside_body = (volume.modality or "").upper() == "CT" and options.get("skip_mask") is None
     if skip_outside_body:
+        if options.get("skip_mask") is not None:
+            raise ValueError("give either skip_mask or skip_outside_body=True, not both")
         options["skip_mask"] = body_mask(hu)
     if return_probs:
         acc = _accumulate(model, image, window=window, need_weights=True, **options)
@@ -278,12 +280,15 @@ def _accumulate(
             probs = _softmax_tta(net, x, flips, autocast)
             if scores is None:
                 allocate(probs.shape[1])
-            probs.mul_(weight)
-            if probs.device != scores.device or probs.dtype != scores.dtype:
-                probs = probs.to(device=scores.device, dtype=scores.dtype)
+            fused = probs.device == scores.device and scores.dtype == torch.float32
+            if not fused:  # weight where the probabilities are, then move/cast once per batch
+                probs = probs.mul_(weight).to(device=scores.device, dtype=scores.dtype)
             for i, corner in enumerate(batch):
                 region = grid.slices(corner)
-                scores[(whole, *region)].add_(probs[i])
+                if fused:
+                    scores[(whole, *region)].addcmul_(probs[i], acc_weight)
+                else:
+                    scores[(whole, *region)].add_(probs[i])
                 if weights is not None:
                     weights[region].add_(acc_weight)
             if progress is not None:
@@ -305,7 +310,8 @@ def _softmax_tta(net: nn.Module, x: torch.Tensor, flips: list[tuple[int, ...]], 
         xi = torch.flip(x, dims) if dims else x
         with autocast:
             out = net(xi)
-        probs = torch.softmax(_logits(out, x).float(), dim=1)
+        # softmax over channels is ~2.5x slower on channels-last tensors than on contiguous ones
+        probs = torch.softmax(_logits(out, x).float().contiguous(), dim=1)
         if dims:
             probs = torch.flip(probs, dims)
         total = probs if total is None else total.add_(probs)
@@ -375,8 +381,8 @@ def _as_image(image) -> torch.Tensor:
         raise TypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
     if image.ndim == 3:
         image = image[None]
-    if image.ndim != 4:
-        raise ValueError(f"image must be (Z, Y, X) or (channels, Z, Y, X), got shape {tuple(image.shape)}")
+    if image.ndim != 4 or image.numel() == 0:
+        raise ValueError(f"image must be a non-empty (Z, Y, X) or (channels, Z, Y, X) array, got shape {tuple(image.shape)}")
     return image
 
 

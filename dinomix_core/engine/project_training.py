@@ -83,8 +83,11 @@ def train_project(
 def _run_to_use(project: Project, config: TrainConfig, teacher_id: str, resume: bool, dist: DistContext) -> int:
     if resume:
         run = project.latest_run()
-        if run is None or run.finished_at is not None and run.status == "completed":
+        if run is None or run.status == "completed":
             raise DinomixInputError(project.root, "has no unfinished run to resume.", "start a new run without --resume.")
+        if dist.is_main and run.finished_at is not None:  # cancelled or failed: reopen it
+            project.resume_run(run.id)
+        dist.barrier()
         return run.id
     if not dist.is_main:
         # Ranks other than 0 never write to the project; they follow rank 0's run folder.

@@ -1,7 +1,8 @@
 """One reader/writer interface for every on-disk format (the nnU-Net ``BaseReaderWriter`` idea).
 
-A :class:`ReaderWriter` turns a path into a validated 3D ``sitk.Image`` plus a metadata dict,
-and writes an image back atomically. :func:`reader_writer_for` picks the implementation:
+A :class:`ReaderWriter` turns a path into a validated 3D ``sitk.Image`` plus a metadata dict
+(``read``) or straight into the final (z, y, x) voxel array with its geometry
+(``read_image``), and writes an image back atomically. :func:`reader_writer_for` picks the implementation:
 a folder is a DICOM series, a file goes through SimpleITK's file IOs.
 """
 

@@ -3,7 +3,7 @@ revisions, training runs and predictions. Every front end (CLI, napari plugin, a
 through :class:`Project`; see store.py for the folder layout and the save protocol.
 """
 
-from dinomix_core.project.cases import AddReport, Case
+from dinomix_core.project.cases import AddOutcome, AddReport, Case
 from dinomix_core.project.errors import (CaseNotFoundError, ClassMapError, ImageChangedError, NotAProjectError,
                                          ProjectBusyError, ProjectError, ProjectVersionError, RevisionNotFoundError)
 from dinomix_core.project.ranking import tail_class_weights, uncertainty_score, uncertainty_summary
@@ -14,6 +14,7 @@ from dinomix_core.project.store import Project, is_project
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AddOutcome",
     "AddReport",
     "Case",
     "CaseNotFoundError",

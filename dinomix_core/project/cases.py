@@ -13,6 +13,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from dinomix_core.io.errors import DinomixInputError, GeometryMismatchError
 from dinomix_core.project._util import utc_now
 from dinomix_core.project.errors import CaseNotFoundError, ImageChangedError, ProjectError
 from dinomix_core.project.scan import (DETACHED_SUFFIXES, Candidate, case_id_from_path, make_unique,
-                                       scan_paths, split_image_suffix, stat_signature, visible_tree)
+                                       sanitize_case_id, scan_paths, split_image_suffix, stat_signature, visible_tree)
 
 IMAGE_OK, IMAGE_CHANGED, IMAGE_MISSING = "ok", "changed", "missing"
 
@@ -70,6 +71,14 @@ class Case:
             "or resample it onto the image first.")
 
 
+class AddOutcome(NamedTuple):
+    """One image's fate: its case id (the existing one for a duplicate), added or not, and why not."""
+
+    case_id: str
+    added: bool
+    reason: str
+
+
 @dataclass
 class AddReport:
     """What ``add_images`` did: case ids added, and every path skipped with its reason."""
@@ -104,7 +113,7 @@ class CasesMixin:
         report = AddReport(skipped=list(skipped))
         for cand in candidates:
             try:
-                case_id, added, reason = self._add_candidate(cand, copy=copy)
+                case_id, added, reason = self.add_image(cand.path, copy=copy, dicom_folder=cand.is_dicom_folder)
             except DinomixInputError as exc:
                 report.skipped.append((cand.path, exc.problem + (f" Fix: {exc.fix}" if exc.fix else "")))
                 continue
@@ -115,18 +124,25 @@ class CasesMixin:
                 report.existing[cand.path] = case_id
         return report
 
-    def _add_candidate(self, cand: Candidate, *, copy: bool, case_id: str | None = None) -> tuple[str, bool, str]:
-        """Add one image; return (case id, added?, why not). ``case_id`` forces the base id."""
+    def add_image(self, path: str | os.PathLike, *, copy: bool = False, case_id: str | None = None,
+                  dicom_folder: bool | None = None) -> AddOutcome:
+        """Add one image file or DICOM series folder; a duplicate is not added (``added`` False).
+
+        ``case_id`` replaces the id derived from the name (still made unique). Unreadable
+        images raise :class:`DinomixInputError` with the reason.
+        """
+        path = Path(path).expanduser().resolve()
+        cand = Candidate(path, path.is_dir() if dicom_folder is None else dicom_folder)
         digest = content_hash(cand.path)
         dup = self._case_with_hash(digest)
         if dup is not None:
-            return dup[0], False, dup[1]
+            return AddOutcome(dup[0], False, dup[1])
         volume = read_volume(cand.path)
-        base = case_id or case_id_from_path(cand.path, is_dicom_folder=cand.is_dicom_folder)
+        base = sanitize_case_id(case_id) if case_id else case_id_from_path(cand.path, is_dicom_folder=cand.is_dicom_folder)
         with self.write() as conn:
             dup = self._case_with_hash(digest)
             if dup is not None:  # another process added it while we were reading
-                return dup[0], False, dup[1]
+                return AddOutcome(dup[0], False, dup[1])
             taken = {r[0] for r in conn.execute("SELECT id FROM cases")}
             new_id = make_unique(base, taken)
             stored_path, stored = str(cand.path), "reference"
@@ -144,7 +160,7 @@ class CasesMixin:
                  json.dumps(list(volume.origin_xyz)), json.dumps(list(volume.direction)),
                  volume.modality or "CT", utc_now()),
             )
-        return new_id, True, ""
+        return AddOutcome(new_id, True, "")
 
     def _case_with_hash(self, digest: str) -> tuple[str, str] | None:
         row = self.query_one("SELECT id, deleted_at FROM cases WHERE content_hash = ? ORDER BY deleted_at IS NOT NULL LIMIT 1",

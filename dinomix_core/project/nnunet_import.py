@@ -15,7 +15,6 @@ from dinomix_core.io import LabelMap, load_dataset_json
 from dinomix_core.io.errors import DinomixInputError
 from dinomix_core.project.errors import ClassMapError
 from dinomix_core.project.revisions import default_author
-from dinomix_core.project.scan import Candidate
 
 
 @dataclass
@@ -73,13 +72,13 @@ def import_nnunet(project, dataset_dir: str | os.PathLike, *, copy: bool = False
         nn_case = stem[: -len("_0000")]
         seen.add(nn_case)
         try:
-            case_id, added, reason = project._add_candidate(Candidate(image, False), copy=copy, case_id=nn_case)
+            case_id, added, reason = project.add_image(image, copy=copy, case_id=nn_case)
         except DinomixInputError as exc:
             report.skipped.append((image, exc.problem))
             continue
         if added:
             report.added.append(case_id)
-        elif "removed case" in reason:
+        elif project.case(case_id, include_removed=True).removed:
             report.skipped.append((image, reason))
             continue
         label = labels_dir / f"{nn_case}{ending}"

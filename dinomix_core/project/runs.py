@@ -55,6 +55,9 @@ class Run:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (signal 0 probes without touching it)."""
+    if os.name == "nt":  # os.kill there terminates the process: never probe, assume alive
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -112,6 +115,23 @@ class RunsMixin:
             conn.execute("UPDATE runs SET status = ?, finished_at = ?, metrics = ?, checkpoint = ? WHERE id = ?",
                          (status, utc_now(), None if metrics is None else json.dumps(metrics, sort_keys=True, default=float),
                           checkpoint, int(run_id)))
+        return self.run(run_id)
+
+    def resume_run(self, run_id: int) -> Run:
+        """Reopen an interrupted, cancelled or failed run so this process can continue it.
+
+        The run becomes ``running`` again under this process (finish it with :meth:`finish_run`
+        as usual). A completed run, or one still alive in another process, is refused.
+        """
+        run = self.run(run_id)
+        if run.status == "completed":
+            raise ProjectError(self.root, f"run {run_id} already completed.", "Start a new run instead of resuming it.")
+        if run.status == "running" and run.pid != os.getpid():
+            raise ProjectError(self.root, f"run {run_id} is still running (process {run.pid} on {run.host}).",
+                               "Wait for it to finish or stop it before resuming.")
+        with self.write() as conn:
+            conn.execute("UPDATE runs SET status = 'running', finished_at = NULL, host = ?, pid = ? WHERE id = ?",
+                         (socket.gethostname(), os.getpid(), int(run_id)))
         return self.run(run_id)
 
     def run(self, run_id: int) -> Run:

@@ -4,7 +4,7 @@ A project is a folder::
 
     project.sqlite   the database (WAL mode; -wal/-shm files beside it while open)
     labels/<case>/   label revisions (NIfTI), one file per revision, never overwritten
-    predictions/     model predictions, stored as ``model`` revisions
+    predictions/run-NNNN/  a run's predictions, stored as ``model`` revisions
     runs/run-NNNN/   training runs: checkpoints, logs, metrics
     cache/           teacher tokens (safe to delete)
     images/          images copied in with ``copy=True``
@@ -35,11 +35,13 @@ from dinomix_core.project.cases import CasesMixin
 from dinomix_core.project.errors import ClassMapError, NotAProjectError, ProjectBusyError, ProjectError
 from dinomix_core.project.revisions import RevisionsMixin
 from dinomix_core.project.runs import RunsMixin
+from dinomix_core.project.tidy import MANAGED_ENTRY_DIRS, MANAGED_FILE_DIRS
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "project.sqlite"
 SUBDIRS = ("labels", "predictions", "runs", "cache", "images", "quarantine")
+MANAGED_SUBDIRS = (*MANAGED_FILE_DIRS, *MANAGED_ENTRY_DIRS)  # tidied on open: only the store writes there
 DEFAULT_BUSY_TIMEOUT_S = 15.0
 
 
@@ -50,17 +52,20 @@ def is_project(path: str | os.PathLike) -> bool:
 class Project(CasesMixin, RevisionsMixin, RunsMixin):
     """An open annotation project. Use :meth:`init` or :meth:`open`; close when done.
 
-    Safe to share between threads of one process (one connection behind a lock) and to open
-    from several processes at once (SQLite locking; a writer waits up to ``busy_timeout``
-    seconds for another, then raises :class:`ProjectBusyError`).
+    Safe to share between threads (each thread gets its own SQLite connection, so a reader in
+    the GUI thread never waits for a worker's save: WAL readers see the last commit) and to
+    open from several processes at once (a writer waits up to ``busy_timeout`` seconds for
+    another, then raises :class:`ProjectBusyError`).
     """
 
     def __init__(self, root: Path, conn: sqlite3.Connection, busy_timeout: float):
         self.root = root
-        self._conn = conn
-        self._lock = threading.RLock()
-        self._in_write = False
         self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._local.conn = conn
+        self._all = [conn]
+        self._all_lock = threading.Lock()
+        self._closed = False
 
     # -- opening -----------------------------------------------------------------------
 
@@ -73,6 +78,11 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
             raise ProjectError(root, "is already a DINO-Mix project.", "Open it instead, or choose an empty folder.")
         if root.exists() and not root.is_dir():
             raise ProjectError(root, "exists and is not a folder.", "Choose a folder path for the project.")
+        for sub in MANAGED_SUBDIRS:
+            if (root / sub).is_dir() and any((root / sub).iterdir()):
+                # Opening tidies these folders: files we did not write would be moved aside.
+                raise ProjectError(root / sub, "already holds files, and a project manages this folder itself.",
+                                   "Create the project in an empty folder (or a new subfolder).")
         root.mkdir(parents=True, exist_ok=True)
         project = cls._connect(root, busy_timeout)
         try:
@@ -113,17 +123,13 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
         db_path = root / DB_NAME
         for sub in SUBDIRS:
             (root / sub).mkdir(exist_ok=True)
-        try:
-            conn = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise ProjectError(db_path, f"cannot be opened ({exc}).", "Check the folder's permissions and free space.") from exc
+        conn = _new_connection(db_path, busy_timeout)
         try:
             with _translate_busy(db_path, busy_timeout):
                 try:
                     version = schema.check_version(conn, db_path)
                     conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute("PRAGMA foreign_keys=ON")
-                    conn.execute("PRAGMA synchronous=FULL")  # a committed correction survives power loss too
+                    _configure(conn)
                 except sqlite3.DatabaseError as exc:
                     if isinstance(exc, sqlite3.OperationalError) and "lock" in str(exc).lower():
                         raise
@@ -143,8 +149,26 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
         return cls(root, conn, busy_timeout)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        """Close every thread's connection. Call when no thread is still using the project."""
+        with self._all_lock:
+            self._closed = True
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._all_lock:
+                if self._closed:
+                    raise ProjectError(self.root, "the project was closed.", "Open it again with Project.open().")
+                conn = _new_connection(self.db_path, self.busy_timeout)
+                _configure(conn)
+                self._all.append(conn)
+            self._local.conn = conn
+        return conn
 
     def __enter__(self) -> "Project":
         return self
@@ -195,27 +219,24 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
-        with self._lock:
-            if self._in_write:
-                yield self._conn
-                return
+        """One write transaction (``BEGIN IMMEDIATE``) of this thread; nested calls join the outer one."""
+        conn = self._conn
+        if conn.in_transaction:
+            yield conn
+            return
+        with _translate_busy(self.db_path, self.busy_timeout):
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
             with _translate_busy(self.db_path, self.busy_timeout):
-                self._conn.execute("BEGIN IMMEDIATE")
-            self._in_write = True
-            try:
-                yield self._conn
-                with _translate_busy(self.db_path, self.busy_timeout):
-                    self._conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise
-            finally:
-                self._in_write = False
+                conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
 
     def query(self, sql: str, params: tuple = ()) -> list[dict]:
-        with self._lock, _translate_busy(self.db_path, self.busy_timeout):
+        with _translate_busy(self.db_path, self.busy_timeout):
             cursor = self._conn.execute(sql, params)
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row)) for row in cursor.fetchall()]
@@ -292,6 +313,19 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
         from dinomix_core.project.ranking import rank_next
 
         return rank_next(self, n=n, seed=seed)
+
+
+def _new_connection(db_path: Path, busy_timeout: float) -> sqlite3.Connection:
+    try:
+        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in Project.write).
+        return sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise ProjectError(db_path, f"cannot be opened ({exc}).", "Check the folder's permissions and free space.") from exc
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA synchronous=FULL")  # a committed correction survives power loss too
 
 
 def _key(name: str) -> str:

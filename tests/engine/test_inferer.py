@@ -306,6 +306,8 @@ def test_bad_arguments_are_named():
         sliding_window_probs(model, volume, window=(8, 8))
     with pytest.raises(ValueError, match=r"\(B, C, D, H, W\)"):
         sliding_window_probs(lambda x: x[:, :, :4], volume, window=8)
+    with pytest.raises(ValueError, match="non-empty"):
+        sliding_window_probs(model, torch.zeros((0, 12, 12)), window=8)
     with pytest.raises(ValueError, match="needs >= 2 classes"):
         sliding_window_probs(nn.Conv3d(1, 1, 1), volume, window=8)
 
@@ -394,6 +396,11 @@ def test_predict_volume_keeps_the_geometry_and_skips_air():
     assert labels2.same_grid(volume)
     with pytest.raises(ValueError, match="changed the volume's shape"):
         predict_volume(model, volume, preprocess=lambda a: a[:, ::2], window=window)
+    with pytest.raises(ValueError, match="either skip_mask or skip_outside_body"):
+        predict_volume(model, volume, preprocess=preprocess, window=window, skip_outside_body=True, skip_mask=mask)
+    own_mask = np.ones(hu.shape, bool)  # a caller's mask replaces the body mask
+    unmasked = predict_volume(model, volume, preprocess=preprocess, window=window, device="cpu", skip_mask=own_mask)
+    assert np.array_equal(unmasked.array, everywhere.array)
 
 
 # --- CUDA ------------------------------------------------------------------------------

@@ -32,6 +32,14 @@ def test_init_refuses_an_existing_project(tmp_path):
         Project.init(tmp_path / "p")
 
 
+def test_init_refuses_a_folder_whose_labels_dir_holds_someone_elses_files(tmp_path):
+    (tmp_path / "p" / "labels").mkdir(parents=True)
+    (tmp_path / "p" / "labels" / "mine.nii.gz").write_bytes(b"user data")
+    with pytest.raises(ProjectError, match="empty folder"):
+        Project.init(tmp_path / "p")
+    assert (tmp_path / "p" / "labels" / "mine.nii.gz").read_bytes() == b"user data"
+
+
 def test_open_a_folder_that_is_not_a_project_says_how_to_create_one(tmp_path):
     with pytest.raises(NotAProjectError, match="dinomix project init"):
         Project.open(tmp_path)
