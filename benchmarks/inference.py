@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="small volume, a smoke test")
+    parser.add_argument("--out", type=Path, default=None, help="result JSON (default: benchmarks/results/inference[_quick].json)")
     parser.add_argument("--breakdown", action="store_true", help="also time ours without the body mask")
     parser.add_argument("--width", type=int, default=4, help="student width (channels at full resolution)")
     parser.add_argument("--depth", type=int, default=3, help="student depth (number of down-samplings)")
@@ -198,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "note": "wall and process-CPU seconds of one run each after a warm-up; other processes may share the CPU (see load averages)",
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("inference_quick.json" if args.quick else "inference.json")
+    out = args.out or RESULTS / ("inference_quick.json" if args.quick else "inference.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
 
     rows = [

@@ -48,6 +48,7 @@ class TrainConfig:
     confidence: float = 0.9
     tail_confidence: float = 0.7
     lambda_u: float = 1.0
+    rampup_fraction: float = 0.4  # lambda_u and lambda_fkd reach full weight at this share of training
     # PIC
     pic_gamma: float = 1.0
     pic_beta: float = 0.5

@@ -123,7 +123,7 @@ class Objective:
         lab = batch["labeled"]
         unl = batch.get("unlabeled") if cfg.use_mean_teacher else None
         parts: dict[str, float] = {}
-        ramp = sigmoid_rampup(t)
+        ramp = sigmoid_rampup(t, length=cfg.rampup_fraction)
 
         if unl is None:
             with autocast():
