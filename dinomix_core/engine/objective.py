@@ -47,11 +47,13 @@ class StudentWithHead(nn.Module):
         self.student = student
         self.head = head
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.head is None:
+    def forward(self, x: torch.Tensor, token_grid: tuple[int, int, int] | None = None):
+        """(logits, student tokens on ``token_grid`` or None). Features are pooled to the token
+        grid before the (linear) head, so the head runs per token cell, not per voxel."""
+        if self.head is None or token_grid is None:
             return self.student(x), None
         logits, features = self.student.forward_features(x)
-        return logits, self.head(features)
+        return logits, self.head(pool_to_token_grid(features, token_grid))
 
 
 @dataclass
@@ -125,9 +127,10 @@ class Objective:
         parts: dict[str, float] = {}
         ramp = sigmoid_rampup(t, length=cfg.rampup_fraction)
 
+        grid = self._token_grid(lab)
         if unl is None:
             with autocast():
-                logits, proj = model(lab["image"])
+                logits, proj = model(lab["image"], grid)
             loss = dice_ce_loss(logits.float(), lab["label"])
             parts["sup"] = float(loss.detach())
             tokens = lab.get("tokens")
@@ -145,7 +148,7 @@ class Objective:
                 )
                 x = torch.cat([mixed_l["image"], mixed_u["image"]])
                 with autocast():
-                    logits, proj = model(x)
+                    logits, proj = model(x, grid)
                 logits = logits.float()
                 cw = self.pic.loss_weights().to(logits.device)
                 loss_sup = dice_ce_loss(
@@ -158,7 +161,7 @@ class Objective:
             else:
                 bl = lab["image"].shape[0]
                 with autocast():
-                    logits, proj = model(torch.cat([lab["image"], unl["image"]]))
+                    logits, proj = model(torch.cat([lab["image"], unl["image"]]), grid)
                 logits = logits.float()
                 loss_sup = dice_ce_loss(logits[:bl], lab["label"])
                 loss_unl = dice_ce_loss(logits[bl:], pseudo, valid_mask=confident, voxel_weights=weight)
@@ -170,13 +173,18 @@ class Objective:
         if cfg.use_fkd:
             if tokens is None:
                 raise RuntimeError("FKD needs teacher tokens with every batch (token cache or online teacher)")
-            student_tokens = pool_to_token_grid(proj.float(), tuple(tokens.shape[-3:]))
-            loss_fkd = fkd_loss(student_tokens, tokens, bank=self.token_bank)
+            loss_fkd = fkd_loss(proj.float(), tokens, bank=self.token_bank)
             loss = loss + cfg.lambda_fkd * ramp * loss_fkd
             parts["fkd"] = float(loss_fkd.detach())
             self._update_prototypes(lab)
         parts["total"] = float(loss.detach())
         return StepOutput(loss=loss, parts=parts)
+
+    def _token_grid(self, lab: dict) -> tuple[int, int, int] | None:
+        tokens = lab.get("tokens")
+        if not self.cfg.use_fkd or tokens is None:
+            return None
+        return tuple(int(v) for v in tokens.shape[-3:])
 
     @torch.no_grad()
     def _pseudo_labels(self, unl: dict, autocast):

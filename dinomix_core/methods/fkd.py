@@ -65,10 +65,13 @@ class ProjectionHead(nn.Module):
 def pool_to_token_grid(features: torch.Tensor, token_grid: tuple[int, int, int]) -> torch.Tensor:
     """Resample student features (B, C, D', H', W') onto the token grid (B, C, D, h, w).
 
-    Axes smaller than the grid (a decoder stage downsampled in z) are first trilinearly
-    interpolated up to it; then adaptive average pooling averages each token cell. When H' = H
-    (a full-resolution stage) cell (i, j) is exactly the mean over voxels [i*s:(i+1)*s] in y and
-    [j*s:(j+1)*s] in x, i.e. what the teacher saw for that token.
+    Axes larger than the grid are average-pooled per token cell first; axes smaller than it
+    (a decoder stage downsampled in z) are then linearly interpolated up. Both maps are linear
+    and act on different axes, so the order does not change the result, but pooling first keeps
+    the interpolation (and its backward pass) on the small token grid. When H' = H (a
+    full-resolution stage) cell (i, j) is exactly the mean over voxels [i*s:(i+1)*s] in y and
+    [j*s:(j+1)*s] in x, i.e. what the teacher saw for that token. Pool *before* a linear
+    projection head: the two commute, and the head then runs on token cells, not voxels.
     """
     if features.dim() != 5:
         raise ValueError(f"features must be (B, C, D', H', W'), got shape {tuple(features.shape)}")
@@ -76,11 +79,11 @@ def pool_to_token_grid(features: torch.Tensor, token_grid: tuple[int, int, int])
     if len(target) != 3 or min(target) < 1:
         raise ValueError(f"token_grid must be (D, h, w) with positive sizes, got {token_grid}")
     size = tuple(features.shape[2:])
-    up = tuple(max(a, b) for a, b in zip(size, target))
-    if up != size:
-        features = F.interpolate(features, size=up, mode="trilinear", align_corners=False)
-    if up != target:
-        features = F.adaptive_avg_pool3d(features, target)
+    down = tuple(min(a, b) for a, b in zip(size, target))
+    if down != size:
+        features = F.adaptive_avg_pool3d(features, down)
+    if down != target:
+        features = F.interpolate(features, size=target, mode="trilinear", align_corners=False)
     return features
 
 
