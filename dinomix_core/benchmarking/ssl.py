@@ -30,9 +30,11 @@ def run_ssl_benchmark(
     labeled: int = 2,
     unlabeled: int = 8,
     test: int = 4,
-    steps: int = 300,
-    patch: tuple[int, int, int] = (32, 64, 64),
-    width: int = 12,
+    steps: int = 600,
+    patch: tuple[int, int, int] = (16, 64, 64),
+    width: int = 8,
+    optimizer: str = "adamw",
+    lr: float = 3e-3,
     depth: int = 3,
     teacher: str = "random",
     data_seed: int = 100,
@@ -41,6 +43,7 @@ def run_ssl_benchmark(
     callbacks_for: Callable[[str, int], Sequence] | None = None,
     device: str | None = None,
     result_json: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     out = Path(out_dir)
     data = out / "data"
@@ -56,10 +59,10 @@ def run_ssl_benchmark(
 
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     runs: dict[str, list[dict]] = {}
-    for method in methods:
-        for seed in seeds:
+    for seed in seeds:  # seed-major: a cut-short benchmark still compares every method
+        for method in methods:
             cfg = TrainConfig(method=method, student="unet3d", student_width=width, student_depth=depth,
-                              patch_size=patch, steps=steps, seed=seed, checkpoint_every=0)
+                              patch_size=patch, steps=steps, seed=seed, checkpoint_every=0, optimizer=optimizer, lr=lr)
             run_dir = out / "runs" / f"{method}-seed{seed}"
             tic = time.perf_counter()
             result = train_on_dataset(
@@ -73,13 +76,25 @@ def run_ssl_benchmark(
                 predict_file(model, data / "imagesTr" / f"{cid}_0000.nii.gz", pred_dir / f"{cid}.nii.gz")
             report = evaluate_folders(pred_dir, gt_dir, model.labelmap, tail_k=tail_k)
             runs.setdefault(method, []).append({"seed": seed, "seconds": round(seconds, 1), **report})
+            if log is not None:
+                log(f"{method} seed {seed}: mean Dice {report['mean_dice']:.1f}%, tail Dice "
+                    f"{report['tail_dice'] or 0.0:.1f}% ({seconds:.0f} s)")
+            doc = _document(runs, teacher, labeled, unlabeled, test, steps, patch, optimizer, lr, width, depth,
+                            seeds, data_seed, size, tail_k, dev)
+            if result_json:
+                write_json(result_json, doc)  # after every run, so an interrupted benchmark keeps its results
+    return doc
 
+
+def _document(runs, teacher, labeled, unlabeled, test, steps, patch, optimizer, lr, width, depth, seeds, data_seed,
+              size, tail_k, dev) -> dict:
     summary = {m: _average(rs) for m, rs in runs.items()}
     random_teacher = teacher == "random"
-    doc = {
+    return {
         "benchmark": "ssl_phantom",
         "protocol": {
             "labeled": labeled, "unlabeled": unlabeled, "test": test, "steps": steps, "patch": list(patch),
+            "optimizer": optimizer, "lr": lr,
             "student": f"unet3d width {width} depth {depth}", "seeds": list(seeds), "data_seed": data_seed,
             "phantom_size": size, "tail_k": tail_k,
         },
@@ -89,9 +104,6 @@ def run_ssl_benchmark(
         "methods": summary,
         "runs": runs,
     }
-    if result_json:
-        write_json(result_json, doc)
-    return doc
 
 
 def _average(reports: list[dict]) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from dinomix_core.cli._progress import ConsoleProgress
 from dinomix_core.cli._train_args import triple
@@ -20,12 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", default=None, help="result JSON (default: OUT/ssl_phantom.json)")
     s.add_argument("--methods", default="supervised,mean-teacher,pic,fkd,dinomix")
     s.add_argument("--seeds", default="0,1,2")
-    s.add_argument("--steps", type=int, default=300)
+    s.add_argument("--steps", type=int, default=600)
     s.add_argument("--labeled", type=int, default=2)
     s.add_argument("--unlabeled", type=int, default=8)
     s.add_argument("--test", type=int, default=4)
-    s.add_argument("--patch", type=triple, default=(32, 64, 64))
-    s.add_argument("--width", type=int, default=12)
+    s.add_argument("--patch", type=triple, default=(16, 64, 64))
+    s.add_argument("--width", type=int, default=8)
+    s.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
+    s.add_argument("--lr", type=float, default=3e-3)
     s.add_argument("--depth", type=int, default=3)
     s.add_argument("--teacher", default="random", help="DINOv3 weights path, or 'random'")
     s.add_argument("--size", choices=("small", "medium"), default="small")
@@ -76,7 +77,8 @@ def _ssl(args) -> int:
         out, methods=[m for m in args.methods.split(",") if m], seeds=[int(s) for s in args.seeds.split(",") if s],
         labeled=args.labeled, unlabeled=args.unlabeled, test=args.test, steps=args.steps, patch=args.patch,
         width=args.width, depth=args.depth, teacher=args.teacher, size=args.size, device=args.device,
-        callbacks_for=lambda m, s: [lambda e: None], result_json=args.json or out / "ssl_phantom.json",
+        optimizer=args.optimizer, lr=args.lr,
+        result_json=args.json or out / "ssl_phantom.json", log=lambda line: print(line, flush=True),
     )
     print(f"{'method':<14}{'mean Dice %':>12}{'tail Dice %':>12}  (teacher: {doc['teacher']})")
     for method, row in doc["methods"].items():

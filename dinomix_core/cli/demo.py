@@ -28,10 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cases", type=int, default=12, help="phantom cases in total (default 12: 2 labeled, 8 unlabeled, 2 test)")
     p.add_argument("--labeled", type=int, default=2)
     p.add_argument("--test", type=int, default=2, help="held-out cases to predict and score")
-    p.add_argument("--steps", type=int, default=240)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--method", default="dinomix")
-    p.add_argument("--patch", type=triple, default=(32, 64, 64), metavar="D,H,W")
-    p.add_argument("--width", type=int, default=12)
+    p.add_argument("--patch", type=triple, default=(16, 64, 64), metavar="D,H,W")
+    p.add_argument("--width", type=int, default=8)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--teacher", default="auto", metavar="auto|random|PATH",
                    help="auto: installed DINOv3 weights if any, else a random teacher (said plainly)")
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                   "install weights with `dinomix weights add FILE` for real results)", file=sys.stderr)
     config = TrainConfig(
         method=args.method, student="unet3d", student_width=args.width, student_depth=args.depth,
-        patch_size=args.patch, steps=args.steps, seed=args.seed, lr=0.03, token_stride=args.token_stride, checkpoint_every=max(args.steps // 4, 1),
+        patch_size=args.patch, steps=args.steps, seed=args.seed, optimizer="adamw", lr=3e-3, token_stride=args.token_stride, checkpoint_every=max(args.steps // 4, 1),
     )
     run_dir = out / "run"
     progress = ConsoleProgress()

@@ -25,37 +25,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dinomix_core.engine.pipeline import LoadedModel, predict_file
     from dinomix_core.io import FILE_SUFFIXES
+    from dinomix_core.project.scan import case_id_from_path, is_dicom_file
 
     model = LoadedModel(args.checkpoint, device=args.device)
     if model.teacher_note.startswith("RANDOM TEACHER"):
         print(f"note: this model was trained with a random teacher ({model.teacher_note})", file=sys.stderr)
     src, dst = Path(args.input), Path(args.output)
-    if src.is_dir() and not _is_dicom_dir(src):
+    if src.is_dir() and not any(is_dicom_file(f) for f in src.iterdir() if f.is_file()):
         files = sorted(f for f in src.iterdir() if f.is_file() and any(f.name.endswith(s) for s in FILE_SUFFIXES))
         if not files:
             raise DinomixInputError(src, "holds no CT files (.nii.gz, .nii, .nrrd, .mha, .mhd) and no DICOM series.",
                                     "point --input at a CT file or a folder of them.")
         dst.mkdir(parents=True, exist_ok=True)
         for f in tqdm(files, desc="predicting", unit="case", file=sys.stderr):
-            case = _case_id(f.name)
-            predict_file(model, f, dst / f"{case}.nii.gz", tta=args.tta)
+            predict_file(model, f, dst / f"{case_id_from_path(f)}.nii.gz", tta=args.tta)
         print(f"wrote {len(files)} label maps to {dst}")
         return 0
     predict_file(model, src, dst, tta=args.tta)
     print(f"wrote {dst}")
     return 0
-
-
-def _case_id(name: str) -> str:
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    parts = name.rsplit("_", 1)
-    return parts[0] if len(parts) == 2 and parts[1].isdigit() and len(parts[1]) == 4 else name
-
-
-def _is_dicom_dir(path: Path) -> bool:
-    return any(f.suffix.lower() == ".dcm" for f in path.iterdir()) or not any(
-        any(f.name.endswith(s) for s in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")) for f in path.iterdir()
-    )

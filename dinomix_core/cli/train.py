@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from dinomix_core.cli._progress import ConsoleProgress
 from dinomix_core.cli._train_args import add_training_options, apply_threads, config_from_args, teacher_weights

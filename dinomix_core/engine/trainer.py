@@ -118,9 +118,12 @@ class Trainer:
             if self.dist.enabled
             else self.model
         )
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
-        )
+        if config.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(
+                self.model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+            )
         use_tokens = config.use_fkd and config.token_source == "cache"
         self.batches = TrainBatches(
             list(labeled),
