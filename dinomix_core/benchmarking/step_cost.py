@@ -32,6 +32,7 @@ def run_step_cost(
     depth: int = 3,
     teacher_arch: str = "vit_small_patch16_dinov3",
     teacher_weights: str = "random",
+    teacher_overrides: dict | None = None,
     size: str = "small",
     device: str | None = None,
     result_json: str | Path | None = None,
@@ -42,7 +43,7 @@ def run_step_cost(
     if not (data / "dataset.json").exists():
         write_phantom_dataset(data, 4, 7, size)
     cases, labelmap, _ = load_nnunet_dataset(data)
-    teacher = build_teacher(teacher_arch, weights=teacher_weights).to(dev)
+    teacher = build_teacher(teacher_arch, weights=teacher_weights, **(teacher_overrides or {})).to(dev)
     cache = TokenCache(out / "token_cache")
     base = dict(student="unet3d", student_width=width, student_depth=depth, patch_size=patch, steps=10_000,
                 checkpoint_every=0, seed=0)

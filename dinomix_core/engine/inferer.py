@@ -136,7 +136,8 @@ def predict_volume(
 
     ``preprocess`` maps the volume's (z, y, x) array (HU for CT) to the float32 network input
     of the same shape (e.g. ``io.clip_normalize``). ``skip_outside_body`` (default: True for
-    CT unless a ``skip_mask`` is given) skips windows outside ``body_mask`` of the HU array.
+    CT unless a ``skip_mask`` is given) skips windows outside ``body_mask`` of the HU array
+    and sets every voxel outside the body to background.
     Other keyword options are those of ``sliding_window_probs``. With ``return_probs`` also
     returns (C, Z, Y, X) float32 probabilities on the CPU. The labels are uint8 (uint16 above
     256 classes), ``modality="labels"``, no ``source``.
@@ -158,9 +159,17 @@ def predict_volume(
         acc = _accumulate(model, image, window=window, need_weights=True, **options)
         probs = acc.probabilities()
         labels = probs.argmax(dim=0).numpy().astype(_label_dtype(probs.shape[0]))
+        _clear_outside(labels, options.get("skip_mask") if skip_outside_body else None)
         return volume.with_array(labels, source=None, modality="labels"), probs
     labels = _accumulate(model, image, window=window, need_weights=False, **options).labels()
+    _clear_outside(labels, options.get("skip_mask") if skip_outside_body else None)
     return volume.with_array(labels, source=None, modality="labels")
+
+
+def _clear_outside(labels: np.ndarray, body: np.ndarray | None) -> None:
+    """No organ lies outside the patient: voxels outside the body mask become background."""
+    if body is not None:
+        labels[~body] = 0
 
 
 # --- the engine room -------------------------------------------------------------------

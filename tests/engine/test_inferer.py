@@ -387,6 +387,7 @@ def test_predict_volume_keeps_the_geometry_and_skips_air():
             covered[grid.slices(corner)] = True
     assert (~covered).sum() > hu.size // 4  # the air at high x is never run ...
     assert np.all(labels.array[~covered] == 0)  # ... and is background
+    assert np.all(labels.array[~mask] == 0)  # so is air in windows that did run: no organ outside the body
     assert np.all(labels.array[mask & (hu < -500)] == 1)  # gas inside the body is still predicted
     everywhere = predict_volume(model, volume, preprocess=preprocess, window=window, device="cpu", skip_outside_body=False)
     assert np.all(everywhere.array[hu < -500] == 1)
