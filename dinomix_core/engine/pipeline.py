@@ -88,7 +88,7 @@ def train_on_specs(
         emit_all(list(callbacks), StageEvent("loading", f"{len(specs)} {what} cases", 0, len(specs)))
         return load_cases(
             specs, labelmap=labelmap, teacher=teacher if cached else None, cache=cache,
-            window=_width_level(config.teacher_window), stride=config.token_stride, clip=config.intensity_window,
+            window=tuple(config.teacher_window), stride=config.token_stride, clip=config.intensity_window,
             token_progress=(lambda cid, done, total: emit_all(list(callbacks), StageEvent("teacher-tokens", cid, done, total))),
         )
 
@@ -169,6 +169,3 @@ def predict_file(model: LoadedModel, input_path: str | Path, output_path: str | 
     write_labels(labels, output_path, reference=volume)
     return labels
 
-
-def _width_level(window) -> tuple[float, float]:
-    return (float(window[0]), float(window[1]))

@@ -54,7 +54,7 @@ def import_nnunet(project, dataset_dir: str | os.PathLike, *, copy: bool = False
     ending = str(data.get("file_ending", ".nii.gz"))
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir():
-        raise DinomixInputError(root, "has no imagesTr/ folder.", "Point to the nnU-Net data set folder (DatasetXXX_Name).")
+        raise DinomixInputError(root, "has no imagesTr/ folder.", "Point to the nnU-Net data set folder (e.g. Dataset001_Abdomen).")
     author = author or default_author()
     report = ImportReport()
     seen: set[str] = set()
