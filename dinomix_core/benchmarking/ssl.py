@@ -4,11 +4,22 @@ Supervised only, mean teacher, +PIC, +FKD and full DINO-Mix are trained on the s
 and unlabeled cases and scored on the same held-out cases; results are averaged over seeds.
 With a random teacher the FKD rows measure the plumbing, not foundational knowledge, and the
 result says so.
+
+Runs are independent, so ``jobs > 1`` trains several at once in spawned processes (on one GPU
+this hides the per-step Python and augmentation overhead of small networks). With a
+``time_budget_s`` the step count is not guessed: a short probe of every run, at the same
+concurrency, measures the slowest method's step time and the fixed cost of a run, and the
+largest step count (a multiple of 50) that fits the budget is used for every method alike.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,7 +30,65 @@ from dinomix_core.benchmarking.common import machine_info, write_json
 from dinomix_core.data.phantom import write_phantom_dataset
 from dinomix_core.engine.config import METHODS, TrainConfig
 from dinomix_core.engine.evaluation import evaluate_folders
+from dinomix_core.engine.events import StepEvent
 from dinomix_core.engine.pipeline import LoadedModel, predict_file, train_on_dataset
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (method, seed) training run of the benchmark; picklable for worker processes."""
+
+    method: str
+    seed: int
+    steps: int
+    out: str
+    labeled: int
+    test_ids: tuple[str, ...]
+    patch: tuple[int, int, int]
+    width: int
+    depth: int
+    optimizer: str
+    lr: float
+    teacher: str
+    tail_k: int
+    device: str
+    threads: int = 0
+    tag: str = "runs"
+
+
+def run_one(spec: RunSpec, callbacks: Sequence = ()) -> dict:
+    """Train one method for one seed, predict the held-out cases and score them."""
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    out = Path(spec.out)
+    data = out / "data"
+    cfg = TrainConfig(method=spec.method, student="unet3d", student_width=spec.width, student_depth=spec.depth,
+                      patch_size=spec.patch, steps=spec.steps, seed=spec.seed, checkpoint_every=0,
+                      optimizer=spec.optimizer, lr=spec.lr)
+    run_dir = out / spec.tag / f"{spec.method}-seed{spec.seed}"
+    step_seconds: list[float] = []
+
+    def timing(event) -> None:
+        if isinstance(event, StepEvent):
+            step_seconds.append(event.seconds_per_step)
+
+    tic = time.perf_counter()
+    result = train_on_dataset(
+        cfg, data, spec.labeled, run_dir, exclude=list(spec.test_ids), teacher_weights=spec.teacher,
+        callbacks=[*callbacks, timing], cache_dir=out / "token_cache",
+    )
+    train_seconds = time.perf_counter() - tic
+    model = LoadedModel(result.model_path, device=torch.device(spec.device))
+    pred_dir = run_dir / "predictions"
+    for cid in spec.test_ids:
+        predict_file(model, data / "imagesTr" / f"{cid}_0000.nii.gz", pred_dir / f"{cid}.nii.gz")
+    report = evaluate_folders(pred_dir, out / "test_labels", model.labelmap, tail_k=spec.tail_k)
+    # The last recorded value averages the final 20 steps: a steady-state step time.
+    per_step = step_seconds[-1] if step_seconds else float("nan")
+    return {
+        "method": spec.method, "seed": spec.seed, "seconds": round(time.perf_counter() - tic, 1),
+        "train_seconds": round(train_seconds, 1), "seconds_per_step": per_step, **report,
+    }
 
 
 def run_ssl_benchmark(
@@ -44,60 +113,135 @@ def run_ssl_benchmark(
     device: str | None = None,
     result_json: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    jobs: int = 1,
+    time_budget_s: float | None = None,
+    probe_steps: int = 30,
+    min_steps: int = 50,
+    max_steps: int = 20_000,
 ) -> dict:
+    """Train and score every (method, seed); ``steps`` is ignored when ``time_budget_s`` is set."""
     out = Path(out_dir)
     data = out / "data"
     n_cases = labeled + unlabeled + test
     if not (data / "dataset.json").exists():
         write_phantom_dataset(data, n_cases, data_seed, size)
     ids = sorted(p.name[: -len(".nii.gz")] for p in (data / "labelsTr").glob("*.nii.gz"))
-    test_ids = ids[-test:]
+    test_ids = tuple(ids[-test:])
     gt_dir = out / "test_labels"
     gt_dir.mkdir(parents=True, exist_ok=True)
     for cid in test_ids:
         (gt_dir / f"{cid}.nii.gz").write_bytes((data / "labelsTr" / f"{cid}.nii.gz").read_bytes())
 
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    jobs = max(1, int(jobs))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    say = log or (lambda line: None)
+
+    def specs(n_steps: int, tag: str) -> list[RunSpec]:
+        # seed-major: a cut-short sequential benchmark still compares every method
+        return [RunSpec(method, seed, n_steps, str(out), labeled, test_ids, tuple(patch), width, depth, optimizer, lr,
+                        teacher, tail_k, str(dev), threads, tag) for seed in seeds for method in methods]
+
+    if jobs > 1 and any(TrainConfig(method=m).use_fkd for m in methods):
+        _warm_token_cache(out, test_ids, teacher, dev)  # once, before workers race to fill it
+
+    probe = None
+    if time_budget_s is not None:
+        tic = time.perf_counter()
+        probe_runs = _execute(specs(probe_steps, "probe"), jobs, callbacks_for, None)
+        probe_wall = time.perf_counter() - tic
+        steps, probe = _steps_for_budget(probe_runs, probe_wall, time_budget_s, probe_steps, jobs, min_steps, max_steps)
+        say(f"probe: slowest step {probe['slowest_seconds_per_step']:.3f} s ({probe['slowest_method']}), "
+            f"fixed cost {probe['fixed_seconds_per_run']:.0f} s per run -> {steps} steps for a {time_budget_s:.0f} s budget")
+
     runs: dict[str, list[dict]] = {}
-    for seed in seeds:  # seed-major: a cut-short benchmark still compares every method
-        for method in methods:
-            cfg = TrainConfig(method=method, student="unet3d", student_width=width, student_depth=depth,
-                              patch_size=patch, steps=steps, seed=seed, checkpoint_every=0, optimizer=optimizer, lr=lr)
-            run_dir = out / "runs" / f"{method}-seed{seed}"
-            tic = time.perf_counter()
-            result = train_on_dataset(
-                cfg, data, labeled, run_dir, exclude=test_ids, teacher_weights=teacher,
-                callbacks=list(callbacks_for(method, seed)) if callbacks_for else [], cache_dir=out / "token_cache",
-            )
-            seconds = time.perf_counter() - tic
-            model = LoadedModel(result.model_path, device=dev)
-            pred_dir = run_dir / "predictions"
-            for cid in test_ids:
-                predict_file(model, data / "imagesTr" / f"{cid}_0000.nii.gz", pred_dir / f"{cid}.nii.gz")
-            report = evaluate_folders(pred_dir, gt_dir, model.labelmap, tail_k=tail_k)
-            runs.setdefault(method, []).append({"seed": seed, "seconds": round(seconds, 1), **report})
-            if log is not None:
-                log(f"{method} seed {seed}: mean Dice {report['mean_dice']:.1f}%, tail Dice "
-                    f"{report['tail_dice'] or 0.0:.1f}% ({seconds:.0f} s)")
-            doc = _document(runs, teacher, labeled, unlabeled, test, steps, patch, optimizer, lr, width, depth,
-                            seeds, data_seed, size, tail_k, dev)
-            if result_json:
-                write_json(result_json, doc)  # after every run, so an interrupted benchmark keeps its results
-    return doc
+
+    def record(run: dict) -> None:
+        runs.setdefault(run["method"], []).append(run)
+        say(f"{run['method']} seed {run['seed']}: mean Dice {run['mean_dice']:.1f}%, tail Dice "
+            f"{run['tail_dice'] or 0.0:.1f}% ({run['seconds']:.0f} s)")
+        if result_json:  # after every run, so an interrupted benchmark keeps its results
+            write_json(result_json, doc_now())
+
+    def doc_now() -> dict:
+        return _document(runs, teacher, labeled, unlabeled, test, steps, patch, optimizer, lr, width, depth,
+                         seeds, data_seed, size, tail_k, dev, jobs, probe)
+
+    _execute(specs(steps, "runs"), jobs, callbacks_for, record)
+    return doc_now()
+
+
+def _execute(run_specs: list[RunSpec], jobs: int, callbacks_for, on_done) -> list[dict]:
+    results = []
+    if jobs == 1:
+        for spec in run_specs:
+            run = run_one(spec, list(callbacks_for(spec.method, spec.seed)) if callbacks_for else [])
+            results.append(run)
+            if on_done:
+                on_done(run)
+        return results
+    # spawn, not fork: CUDA cannot be re-initialised in a forked child
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_one, spec) for spec in run_specs]
+        for future in as_completed(futures):
+            run = future.result()
+            results.append(run)
+            if on_done:
+                on_done(run)
+    order = {(s.method, s.seed): i for i, s in enumerate(run_specs)}
+    return sorted(results, key=lambda r: order[(r["method"], r["seed"])])
+
+
+def _steps_for_budget(probe_runs, probe_wall, budget_s, probe_steps, jobs, min_steps, max_steps) -> tuple[int, dict]:
+    """The largest multiple of 50 steps whose slowest run, waves of ``jobs`` at a time, fits.
+
+    The fixed cost per wave (process start, data loading, prediction and scoring) is what the
+    probe's wall time leaves after its steps."""
+    slowest = max(probe_runs, key=lambda r: r["seconds_per_step"])
+    per_step = float(slowest["seconds_per_step"])
+    waves = math.ceil(len(probe_runs) / jobs)
+    fixed = max(0.0, probe_wall / waves - probe_steps * per_step)
+    steps = int(((budget_s / waves - fixed) / per_step) // 50 * 50)
+    steps = max(int(min_steps), min(int(max_steps), steps))
+    return steps, {
+        "budget_seconds": budget_s, "probe_steps": probe_steps, "slowest_method": slowest["method"],
+        "slowest_seconds_per_step": per_step, "fixed_seconds_per_run": fixed, "waves": waves,
+        "probe_wall_seconds": probe_wall,
+        "seconds_per_step": {r["method"]: r["seconds_per_step"] for r in probe_runs},
+    }
+
+
+def _warm_token_cache(out: Path, test_ids, teacher: str, dev: torch.device) -> None:
+    from dinomix_core.data.dataset import load_cases, load_nnunet_dataset
+    from dinomix_core.data.token_cache import TokenCache
+    from dinomix_core.engine.pipeline import make_teacher
+
+    cfg = TrainConfig(method="dinomix")
+    model = make_teacher(cfg, teacher, dev)
+    cases, labelmap, _ = load_nnunet_dataset(out / "data", allow_unlabeled=True)
+    specs = [c for c in cases if c.case_id not in set(test_ids)]
+    load_cases(specs, labelmap=labelmap, teacher=model, cache=TokenCache(out / "token_cache"),
+               window=tuple(cfg.teacher_window), stride=cfg.token_stride, clip=cfg.intensity_window)
+    del model
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _document(runs, teacher, labeled, unlabeled, test, steps, patch, optimizer, lr, width, depth, seeds, data_seed,
-              size, tail_k, dev) -> dict:
+              size, tail_k, dev, jobs=1, probe=None) -> dict:
     summary = {m: _average(rs) for m, rs in runs.items()}
     random_teacher = teacher == "random"
+    protocol = {
+        "labeled": labeled, "unlabeled": unlabeled, "test": test, "steps": steps, "patch": list(patch),
+        "optimizer": optimizer, "lr": lr,
+        "student": f"unet3d width {width} depth {depth}", "seeds": list(seeds), "data_seed": data_seed,
+        "phantom_size": size, "tail_k": tail_k, "parallel_runs": jobs,
+    }
+    if probe is not None:
+        protocol["steps_from_time_budget"] = probe
     return {
         "benchmark": "ssl_phantom",
-        "protocol": {
-            "labeled": labeled, "unlabeled": unlabeled, "test": test, "steps": steps, "patch": list(patch),
-            "optimizer": optimizer, "lr": lr,
-            "student": f"unet3d width {width} depth {depth}", "seeds": list(seeds), "data_seed": data_seed,
-            "phantom_size": size, "tail_k": tail_k,
-        },
+        "protocol": protocol,
         "teacher": "RANDOM TEACHER (no DINOv3 weights): FKD rows test the mechanism, not foundational knowledge"
         if random_teacher else teacher,
         "machine": machine_info(dev),

@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--teacher", default="random", help="DINOv3 weights path, or 'random'")
     s.add_argument("--size", choices=("small", "medium"), default="small")
     s.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    s.add_argument("--jobs", type=int, default=1, help="runs trained at once, in separate processes (default 1)")
+    s.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="pick the step count (same for every method) from a short probe so all runs fit; "
+                        "overrides --steps")
     s.set_defaults(func=_ssl)
 
     c = bs.add_parser("step-cost", help="DINO-Mix step time / mean-teacher step time, token cache on and off")
@@ -77,7 +81,7 @@ def _ssl(args) -> int:
         out, methods=[m for m in args.methods.split(",") if m], seeds=[int(s) for s in args.seeds.split(",") if s],
         labeled=args.labeled, unlabeled=args.unlabeled, test=args.test, steps=args.steps, patch=args.patch,
         width=args.width, depth=args.depth, teacher=args.teacher, size=args.size, device=args.device,
-        optimizer=args.optimizer, lr=args.lr,
+        optimizer=args.optimizer, lr=args.lr, jobs=args.jobs, time_budget_s=args.time_budget,
         result_json=args.json or out / "ssl_phantom.json", log=lambda line: print(line, flush=True),
     )
     print(f"{'method':<14}{'mean Dice %':>12}{'tail Dice %':>12}  (teacher: {doc['teacher']})")

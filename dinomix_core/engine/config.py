@@ -36,6 +36,7 @@ class TrainConfig:
     batch_unlabeled: int = 2
     fg_fraction: float = 0.67
     augment: bool = True
+    prefetch: int | None = None  # batches prepared ahead on a thread; None: 2 on CUDA, 0 on CPU
     intensity_window: tuple[float, float] = (-75.0, 275.0)  # DHC clip, HU
     # optimisation (DHC protocol: SGD 0.03, momentum 0.9, Nesterov, wd 3e-5, poly). "adamw"
     # (lr ~2e-3) converges in far fewer steps, for short CPU runs such as the demo.

@@ -54,9 +54,16 @@ def init_distributed(device: str | None = None) -> DistContext:
         dev = torch.device("cuda", local)
     else:
         dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
+    # Under torchrun the group starts even for one process, so a one-GPU launch exercises the
+    # same NCCL set-up as a multi-GPU one; a plain `python -m` run stays group-free.
+    if (world > 1 or "TORCHELASTIC_RUN_ID" in os.environ) and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistContext(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def backend_name() -> str | None:
+    """The running process group's backend ("nccl", "gloo"), or None without one."""
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
 
 
 def shutdown_distributed() -> None:

@@ -23,7 +23,7 @@ from dinomix_core.data.batches import TrainBatches
 from dinomix_core.data.patches import PatchSampler
 from dinomix_core.engine.checkpoint import MODEL_KIND, STATE_KIND, load_checkpoint, save_checkpoint
 from dinomix_core.engine.config import TrainConfig
-from dinomix_core.engine.distributed import DistContext
+from dinomix_core.engine.distributed import DistContext, backend_name
 from dinomix_core.engine.events import (
     CancelToken,
     CheckpointEvent,
@@ -125,6 +125,9 @@ class Trainer:
                 self.model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
             )
         use_tokens = config.use_fkd and config.token_source == "cache"
+        on_gpu = self.device.type == "cuda"
+        if on_gpu:
+            torch.backends.cudnn.benchmark = True  # fixed patch size: autotuned 3D convolutions pay off
         self.batches = TrainBatches(
             list(labeled),
             list(unlabeled) if config.uses_unlabeled else [],
@@ -137,6 +140,10 @@ class Trainer:
             augment=config.augment,
             # No left-right mirroring: it would swap the left/right kidney and adrenal classes.
             augment_kwargs={"flips": ("z", "y")},
+            # On a GPU the crops are augmented there, two steps ahead on a background thread, so
+            # the step does not wait for the CPU; on a CPU a second thread would only compete.
+            device=self.device if on_gpu else "cpu",
+            prefetch=(2 if on_gpu else 0) if config.prefetch is None else config.prefetch,
         )
         if not use_tokens:
             for case in (*self.batches.labeled_cases, *self.batches.unlabeled_cases):
@@ -155,22 +162,25 @@ class Trainer:
         tic = time.perf_counter()
         step_times: list[float] = []
         step = self.start_step
-        for step in range(self.start_step, cfg.steps):
-            if self.cancel.cancelled:
-                self._save_state(step)
-                raise TrainingCancelled(f"cancelled at step {step}; resume with the same --out and --resume")
-            t0 = time.perf_counter()
-            parts = self.train_step(step)
-            step_times.append(time.perf_counter() - t0)
-            self.history.append({"step": step, **parts})
-            recent = step_times[-20:]
-            per_step = sum(recent) / len(recent)
-            self._emit(StepEvent(step + 1, cfg.steps, parts, parts["lr"], per_step, per_step * (cfg.steps - step - 1)))
-            done = step + 1
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-                self._save_state(done)
-            if cfg.val_every and self.val_cases and done % cfg.val_every == 0 and done < cfg.steps:
-                self.validate(done)
+        try:
+            for step in range(self.start_step, cfg.steps):
+                if self.cancel.cancelled:
+                    self._save_state(step)
+                    raise TrainingCancelled(f"cancelled at step {step}; resume with the same --out and --resume")
+                t0 = time.perf_counter()
+                parts = self.train_step(step)
+                step_times.append(time.perf_counter() - t0)
+                self.history.append({"step": step, **parts})
+                recent = step_times[-20:]
+                per_step = sum(recent) / len(recent)
+                self._emit(StepEvent(step + 1, cfg.steps, parts, parts["lr"], per_step, per_step * (cfg.steps - step - 1)))
+                done = step + 1
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                    self._save_state(done)
+                if cfg.val_every and self.val_cases and done % cfg.val_every == 0 and done < cfg.steps:
+                    self.validate(done)
+        finally:
+            self.batches.close()  # the prefetch thread, if any
         done = cfg.steps
         if self.val_cases:
             self.validate(done)
@@ -182,7 +192,7 @@ class Trainer:
 
     def train_step(self, step: int) -> dict:
         cfg = self.cfg
-        batch = _to_device(self.batches.batch_at(step), self.device)
+        batch = _to_device(self._batch(step), self.device)
         if cfg.use_fkd and cfg.token_source == "online":
             for side in ("labeled", "unlabeled"):
                 if batch.get(side) is not None:
@@ -234,6 +244,16 @@ class Trainer:
         return path
 
     # ---- internals -------------------------------------------------------------------------
+    def _batch(self, step: int) -> dict:
+        """The batch of ``step``: identical with or without prefetching, so resume stays exact."""
+        if not self.batches.prefetch:
+            return self.batches.batch_at(step)
+        if self.batches.step != step:
+            self.batches.seek(step)
+        batch = next(self.batches)
+        assert batch["step"] == step
+        return batch
+
     def _autocast(self):
         if self.cfg.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -281,6 +301,7 @@ class Trainer:
                 "seconds": round(seconds, 2),
                 "device": str(self.device),
                 "world_size": self.dist.world_size,
+                "distributed_backend": backend_name(),
                 "teacher": vars(self.teacher),
                 "teacher_note": _teacher_note(self.teacher, self.cfg),
                 "config": self.cfg.to_dict(),

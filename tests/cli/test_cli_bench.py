@@ -64,3 +64,23 @@ def test_synapse_recipe_on_a_phantom_laid_out_like_synapse(tmp_path, capsys):
     from dinomix_core.io import read_volume
 
     assert read_volume(out / "preprocessed" / "imagesTr" / "img0006_0000.nii.gz").shape == (48, 48, 48)
+
+
+def test_ssl_benchmark_in_parallel_with_a_time_budget(tmp_path):
+    """Two spawned workers; the probe turns the budget into one step count for every method."""
+    lines = []
+    doc = run_ssl_benchmark(tmp_path, methods=["supervised", "fkd"], seeds=[0], labeled=1, unlabeled=1, test=1,
+                            patch=(16, 32, 32), width=4, depth=2, jobs=2, time_budget_s=1.0, probe_steps=2,
+                            min_steps=4, max_steps=60, result_json=tmp_path / "r.json", log=lines.append)
+    probe = doc["protocol"]["steps_from_time_budget"]
+    assert set(probe["seconds_per_step"]) == {"supervised", "fkd"}
+    assert probe["slowest_seconds_per_step"] == max(probe["seconds_per_step"].values()) > 0
+    # A 1 s budget cannot hold even the fixed cost: the floor (4 steps) applies to both methods.
+    assert doc["protocol"]["steps"] == 4 and doc["protocol"]["parallel_runs"] == 2
+    assert lines[0].startswith("probe:") and "4 steps" in lines[0]
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert {r["method"] for rs in saved["runs"].values() for r in rs} == {"supervised", "fkd"}
+    assert (tmp_path / "token_cache").is_dir() and any((tmp_path / "token_cache").rglob("*"))
+    for rs in saved["runs"].values():
+        history = json.loads((tmp_path / "runs" / f"{rs[0]['method']}-seed0" / "run.json").read_text())
+        assert history["config"]["steps"] == 4

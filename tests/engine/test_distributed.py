@@ -34,3 +34,20 @@ def test_two_gloo_ranks_stay_in_sync(phantom_dir, tmp_path):
     np.testing.assert_allclose(r0["freqs"], r1["freqs"], rtol=1e-12)
     # ... while each rank drew its own patches.
     assert r0["losses"] != r1["losses"]
+
+
+def test_one_process_under_torchrun_starts_a_gloo_group(phantom_dir, tmp_path):
+    """The same set-up path as a multi-node launch, at world size 1 (NCCL: test_trainer_cuda)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "dinomix_core.cli", "train", "--data", str(phantom_dir),
+           "--labeled", "2", "--exclude", "phantom_003", "--method", "supervised", "--steps", "1",
+           "--patch", "16,32,32", "--width", "4", "--depth", "2", "--device", "cpu", "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["distributed_backend"] == "gloo" and run["world_size"] == 1
+    plain = subprocess.run([sys.executable, "-m", "dinomix_core.cli", "train", *cmd[cmd.index("--data"):-1],
+                            str(tmp_path / "plain")], env=env, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert json.loads((tmp_path / "plain" / "run.json").read_text())["distributed_backend"] is None
