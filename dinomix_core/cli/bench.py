@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--size", choices=("small", "medium"), default="small")
     c.add_argument("--teacher", default="random")
     c.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    c.add_argument("--profile", default=None, metavar="FILE", help="also write a per-operator profile table here")
     c.set_defaults(func=_step_cost)
 
     for name in ("synapse", "amos"):
@@ -98,7 +99,7 @@ def _step_cost(args) -> int:
     out = Path(args.out)
     doc = run_step_cost(out, steps=args.steps, warmup=args.warmup, patch=args.patch, width=args.width, depth=args.depth,
                         size=args.size, teacher_weights=args.teacher, device=args.device,
-                        result_json=args.json or out / "step_cost.json")
+                        result_json=args.json or out / "step_cost.json", profile_path=args.profile)
     _print(doc, ["ratio_cache_on", "ratio_cache_off", "median_step_seconds", "target"])
     return 0
 

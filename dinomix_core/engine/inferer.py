@@ -252,6 +252,8 @@ def _accumulate(
             mask = np.pad(mask, pads, constant_values=False)
     padded = tuple(image.shape[1:])
     crop = tuple(slice(before, before + size) for (before, _), size in zip(pads, spatial))
+    if device.type == "cuda" and _fits_on_gpu(image, device):
+        image = image.to(device)  # one copy up front instead of a CPU gather + copy per batch
 
     grid = WindowGrid.build(padded, window, overlaps)
     corners = list(grid.corners())
@@ -434,6 +436,11 @@ def _accumulator_device(device, requested, classes: int, shape, dtype: torch.dty
     needed = voxels * (classes * torch.empty((), dtype=dtype).element_size() + 4)
     free, _ = torch.cuda.mem_get_info(device)
     return device if needed < free // 2 else torch.device("cpu")
+
+
+def _fits_on_gpu(image: torch.Tensor, device: torch.device) -> bool:
+    free, _ = torch.cuda.mem_get_info(device)
+    return image.numel() * image.element_size() < free // 8
 
 
 def _label_dtype(classes: int):

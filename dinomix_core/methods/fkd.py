@@ -196,12 +196,14 @@ class TokenBank:
         buf = state["tokens"]
         if buf is not None and tuple(buf.shape) != (self.capacity, self.dim):
             raise ValueError(f"checkpoint token bank is {tuple(buf.shape)}, expected ({self.capacity}, {self.dim})")
-        device = self._buf.device if self._buf is not None else "cpu"
+        # Same device as before, or as the checkpoint was mapped to (the training device).
+        device = self._buf.device if self._buf is not None else (buf.device if buf is not None else "cpu")
         self._buf = None if buf is None else buf.float().to(device)
         self._ptr = int(state["ptr"])
         self._count = int(state["count"])
         if state.get("generator") is not None and self.generator is not None:
-            self.generator.set_state(state["generator"])
+            # A CPU generator's state; a checkpoint mapped to the GPU carries it there.
+            self.generator.set_state(state["generator"].cpu())
 
     def reset(self) -> None:
         """Forget every stored token."""

@@ -134,8 +134,8 @@ class ClassFrequency:
             )
         self.momentum = float(state["momentum"])
         self.eps = float(state["eps"])
-        self.labeled_counts = state["labeled_counts"].to(torch.float64).clone()
-        self._f = None if state["f"] is None else state["f"].to(torch.float64).clone()
+        self.labeled_counts = state["labeled_counts"].to("cpu", torch.float64).clone()  # CPU even if mapped to a GPU
+        self._f = None if state["f"] is None else state["f"].to("cpu", torch.float64).clone()
         self.pseudo_updates = int(state["pseudo_updates"])
 
 

@@ -29,11 +29,13 @@ def test_ssl_benchmark_compares_methods_on_the_same_cases(tmp_path):
 
 def test_step_cost_reports_both_ratios(tmp_path):
     doc = run_step_cost(tmp_path, steps=2, warmup=1, patch=(16, 32, 32), width=4, depth=2,
-                        teacher_overrides=TINY_TEACHER, result_json=tmp_path / "s.json")
+                        teacher_overrides=TINY_TEACHER, result_json=tmp_path / "s.json", profile_path=tmp_path / "p.txt")
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved["ratio_cache_on"] > 0 and saved["ratio_cache_off"] > 0
     med = doc["median_step_seconds"]
     assert abs(saved["ratio_cache_on"] - med["dinomix_cache_on"] / med["mean_teacher"]) < 1e-9
+    profile = (tmp_path / "p.txt").read_text()
+    assert "== mean_teacher" in profile and "== dinomix_cache_on" in profile and "aten::convolution" in profile
 
 
 def test_synapse_recipe_on_a_phantom_laid_out_like_synapse(tmp_path, capsys):

@@ -44,9 +44,13 @@ def test_every_method_trains_on_cuda_and_predicts_like_cpu(phantom_dir, tmp_path
     assert all(math.isfinite(v) for h in result.history for v in h.values())
     volume = read_volume(phantom_dir / "imagesTr" / "phantom_003_0000.nii.gz")
     on_gpu = LoadedModel(result.model_path, device="cuda").predict(volume)
-    on_cpu = LoadedModel(result.model_path, device="cpu").predict(volume)
-    # bf16 autocast on the GPU against float32 on the CPU: near-ties may flip, little else.
-    assert (on_gpu.array == on_cpu.array).mean() > 0.99
+    on_cpu, probs = LoadedModel(result.model_path, device="cpu").predict(volume, return_probs=True)
+    # bf16 autocast on the GPU against float32 on the CPU: a 4-step network is unsure almost
+    # everywhere, so only voxels where the CPU's top two classes are 0.05 apart must agree.
+    top2 = probs.topk(2, dim=0).values
+    decided = ((top2[0] - top2[1]) > 0.05).numpy()
+    same = on_gpu.array == on_cpu.array
+    assert decided.sum() > 1000 and same[decided].mean() > 0.999 and same.mean() > 0.95
 
 
 def test_resume_on_cuda_follows_the_same_loss_curve(phantom_dir, tmp_path):
