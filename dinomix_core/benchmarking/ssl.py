@@ -54,6 +54,7 @@ class RunSpec:
     device: str
     threads: int = 0
     tag: str = "runs"
+    overrides: tuple[tuple[str, object], ...] = ()  # extra TrainConfig fields, for ablations
 
 
 def run_one(spec: RunSpec, callbacks: Sequence = ()) -> dict:
@@ -64,7 +65,7 @@ def run_one(spec: RunSpec, callbacks: Sequence = ()) -> dict:
     data = out / "data"
     cfg = TrainConfig(method=spec.method, student="unet3d", student_width=spec.width, student_depth=spec.depth,
                       patch_size=spec.patch, steps=spec.steps, seed=spec.seed, checkpoint_every=0,
-                      optimizer=spec.optimizer, lr=spec.lr)
+                      optimizer=spec.optimizer, lr=spec.lr, **dict(spec.overrides))
     run_dir = out / spec.tag / f"{spec.method}-seed{spec.seed}"
     step_seconds: list[float] = []
 
@@ -118,6 +119,7 @@ def run_ssl_benchmark(
     probe_steps: int = 30,
     min_steps: int = 50,
     max_steps: int = 20_000,
+    overrides: dict | None = None,
 ) -> dict:
     """Train and score every (method, seed); ``steps`` is ignored when ``time_budget_s`` is set."""
     out = Path(out_dir)
@@ -140,7 +142,8 @@ def run_ssl_benchmark(
     def specs(n_steps: int, tag: str) -> list[RunSpec]:
         # seed-major: a cut-short sequential benchmark still compares every method
         return [RunSpec(method, seed, n_steps, str(out), labeled, test_ids, tuple(patch), width, depth, optimizer, lr,
-                        teacher, tail_k, str(dev), threads, tag) for seed in seeds for method in methods]
+                        teacher, tail_k, str(dev), threads, tag, tuple(sorted((overrides or {}).items())))
+                for seed in seeds for method in methods]
 
     if jobs > 1 and any(TrainConfig(method=m).use_fkd for m in methods):
         _warm_token_cache(out, test_ids, teacher, dev)  # once, before workers race to fill it
@@ -165,7 +168,7 @@ def run_ssl_benchmark(
 
     def doc_now() -> dict:
         return _document(runs, teacher, labeled, unlabeled, test, steps, patch, optimizer, lr, width, depth,
-                         seeds, data_seed, size, tail_k, dev, jobs, probe)
+                         seeds, data_seed, size, tail_k, dev, jobs, probe, overrides)
 
     _execute(specs(steps, "runs"), jobs, callbacks_for, record)
     return doc_now()
@@ -228,7 +231,7 @@ def _warm_token_cache(out: Path, test_ids, teacher: str, dev: torch.device) -> N
 
 
 def _document(runs, teacher, labeled, unlabeled, test, steps, patch, optimizer, lr, width, depth, seeds, data_seed,
-              size, tail_k, dev, jobs=1, probe=None) -> dict:
+              size, tail_k, dev, jobs=1, probe=None, overrides=None) -> dict:
     summary = {m: _average(rs) for m, rs in runs.items()}
     random_teacher = teacher == "random"
     protocol = {
@@ -237,6 +240,8 @@ def _document(runs, teacher, labeled, unlabeled, test, steps, patch, optimizer, 
         "student": f"unet3d width {width} depth {depth}", "seeds": list(seeds), "data_seed": data_seed,
         "phantom_size": size, "tail_k": tail_k, "parallel_runs": jobs,
     }
+    if overrides:
+        protocol["config_overrides"] = dict(overrides)
     if probe is not None:
         protocol["steps_from_time_budget"] = probe
     return {

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="pick the step count (same for every method) from a short probe so all runs fit; "
                         "overrides --steps")
+    s.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                   help="override a training-config field for every method, e.g. --set lambda_u=0.5 (repeatable)")
     s.set_defaults(func=_ssl)
 
     c = bs.add_parser("step-cost", help="DINO-Mix step time / mean-teacher step time, token cache on and off")
@@ -83,12 +85,33 @@ def _ssl(args) -> int:
         labeled=args.labeled, unlabeled=args.unlabeled, test=args.test, steps=args.steps, patch=args.patch,
         width=args.width, depth=args.depth, teacher=args.teacher, size=args.size, device=args.device,
         optimizer=args.optimizer, lr=args.lr, jobs=args.jobs, time_budget_s=args.time_budget,
+        overrides=_parse_overrides(args.overrides),
         result_json=args.json or out / "ssl_phantom.json", log=lambda line: print(line, flush=True),
     )
     print(f"{'method':<14}{'mean Dice %':>12}{'tail Dice %':>12}  (teacher: {doc['teacher']})")
     for method, row in doc["methods"].items():
         print(f"{method:<14}{_fmt(row['mean_dice']):>12}{_fmt(row['tail_dice']):>12}")
     return 0
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    """``FIELD=VALUE`` pairs for TrainConfig; values are JSON when they parse (numbers, true, lists)."""
+    import dataclasses
+    import json
+
+    from dinomix_core.engine.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of the training config's fields")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
 
 
 def _step_cost(args) -> int:

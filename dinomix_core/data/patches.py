@@ -186,7 +186,7 @@ class PatchSampler:
         _paste(image[0], case.image, (z0, y0, x0))
         label = None
         if case.label is not None:
-            label = np.zeros((d, h, w), dtype=np.int64)
+            label = np.zeros((d, h, w), dtype=case.label.dtype)  # uint8/uint16: widened on the training device
             _paste(label, case.label, (z0, y0, x0))
         tokens = None
         if case.tokens is not None:
@@ -195,9 +195,11 @@ class PatchSampler:
                 raise ValueError(
                     f"case {case.case_id}: tokens {case.tokens.shape} do not match image {case.image.shape} at stride {s}"
                 )
-            block = np.zeros((d, c, h // s, w // s), dtype=np.float32)
+            # The cache's float16, as a (C, D, h, w) view: the batch stack makes the one copy and
+            # the training device widens to float32 (half the bytes to copy and to transfer).
+            block = np.zeros((d, c, h // s, w // s), dtype=case.tokens.dtype)
             _paste(block, case.tokens, (z0, 0, y0 // s, x0 // s))
-            tokens = np.ascontiguousarray(block.transpose(1, 0, 2, 3))
+            tokens = block.transpose(1, 0, 2, 3)
         return {"image": image, "label": label, "tokens": tokens, "origin": (z0, y0, x0)}
 
 

@@ -51,6 +51,9 @@ class TrainConfig:
     confidence: float = 0.9
     tail_confidence: float = 0.7
     lambda_u: float = 1.0
+    # Gaussian noise (std, clipped at 2 std) on the student's view of unlabeled patches; the EMA
+    # teacher labels the clean view. 0 = student and teacher see the same input.
+    student_noise: float = 0.0
     rampup_fraction: float = 0.4  # lambda_u and lambda_fkd reach full weight at this share of training
     # PIC
     pic_gamma: float = 1.0

@@ -136,6 +136,8 @@ class Objective:
             tokens = lab.get("tokens")
         else:
             pseudo, confident, weight = self._pseudo_labels(unl, autocast)
+            if cfg.student_noise > 0:
+                unl = {**unl, "image": _noisy(unl["image"], cfg.student_noise, generator)}
             if cfg.use_pic:
                 bl = lab["image"].shape[0]
                 mixed_u, mixed_l = bidirectional_cutmix(
@@ -210,3 +212,9 @@ class Objective:
             return
         grid = labels_to_token_grid(lab["label"], self.cfg.token_stride, num_classes=self.num_classes)
         self.prototypes.update_from_batch(tokens, grid)
+
+
+def _noisy(image: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+    """``image`` + N(0, std^2) clipped at +-2 std, drawn from the step's CPU generator (reproducible)."""
+    noise = torch.randn(image.shape, generator=generator).clamp_(-2.0, 2.0).mul_(std)
+    return image + noise.to(device=image.device, dtype=image.dtype)

@@ -68,7 +68,7 @@ def test_crop_aligns_image_label_and_tokens(case):
         np.testing.assert_array_equal(patch["image"][0], case.image[z0:z0 + 8, y0:y0 + 16, x0:x0 + 24])
         np.testing.assert_array_equal(patch["label"], case.label[z0:z0 + 8, y0:y0 + 16, x0:x0 + 24])
         tokens = patch["tokens"]
-        assert tokens.shape == (4, 8, 2, 3) and tokens.dtype == np.float32
+        assert tokens.shape == (4, 8, 2, 3) and tokens.dtype == np.float16  # the cache's own dtype
         dz, di, dj = np.meshgrid(np.arange(8), np.arange(2), np.arange(3), indexing="ij")
         np.testing.assert_array_equal(tokens[0], z0 + dz)
         np.testing.assert_array_equal(tokens[1], y0 // s + di)
