@@ -86,3 +86,14 @@ def test_ssl_benchmark_in_parallel_with_a_time_budget(tmp_path):
     for rs in saved["runs"].values():
         history = json.loads((tmp_path / "runs" / f"{rs[0]['method']}-seed0" / "run.json").read_text())
         assert history["config"]["steps"] == 4
+
+
+def test_bench_set_overrides_parse_json_values_and_reject_unknown_fields():
+    import pytest
+
+    from dinomix_core.cli.bench import _parse_overrides
+
+    assert _parse_overrides(["lambda_u=0.5", "student_noise=0.1", "pic_box=[0.2,0.4]", "student=vnet"]) == {
+        "lambda_u": 0.5, "student_noise": 0.1, "pic_box": [0.2, 0.4], "student": "vnet"}
+    with pytest.raises(SystemExit, match="lamda_u"):
+        _parse_overrides(["lamda_u=1"])
