@@ -23,18 +23,40 @@ def body_mask(image_hu: np.ndarray, *, threshold_hu: float = -500.0) -> np.ndarr
     if image.ndim != 3:
         raise ValueError(f"body_mask needs a 3D (z, y, x) HU array, got shape {image.shape}")
     tissue = image > threshold_hu
+    out = np.zeros(image.shape, dtype=bool)
+    box = _bounding_box(tissue)
+    if box is None:
+        return out
+    # Everything outside the tissue's bounding box is air, so labelling inside it gives the
+    # same components (a scan's field of view is often half air: that half is skipped).
+    tissue = tissue[box]
     labels, count = ndimage.label(tissue)
-    if count == 0:
-        return tissue
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     body = labels == int(np.argmax(sizes))
     del labels
 
-    # Background regions of each slice that do not reach the slice border are holes.
+    # Holes: background regions of a slice that do not reach the border. Within the body's
+    # bounding box plus a one-voxel frame, a region that reaches the frame continues outward
+    # to the image border, and one that does not is enclosed exactly as in the full slice.
+    inner = _bounding_box(body)
+    body = np.pad(body[inner], ((0, 0), (1, 1), (1, 1)))
     outside, n_outside = ndimage.label(~body, structure=_IN_SLICE)
     on_border = np.zeros(n_outside + 1, dtype=bool)
     for edge in (outside[:, 0, :], outside[:, -1, :], outside[:, :, 0], outside[:, :, -1]):
         on_border[np.unique(edge)] = True
     on_border[0] = False  # label 0 is the body itself
-    return ~on_border[outside]
+    filled = ~on_border[outside][:, 1:-1, 1:-1]
+    out[tuple(slice(b.start + i.start, b.start + i.stop) for b, i in zip(box, inner))] = filled
+    return out
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Smallest (z, y, x) slices holding every True voxel, or None when there is none."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)

@@ -350,6 +350,31 @@ def test_body_mask_keeps_the_body_fills_its_holes_and_drops_the_table():
     assert not body_mask(np.full((4, 8, 8), -1000.0)).any()
 
 
+def _reference_body_mask(hu: np.ndarray) -> np.ndarray:
+    """The definition, on the whole grid: largest 3D component above -500 HU, slice holes filled."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(hu > -500.0)
+    if count == 0:
+        return np.zeros(hu.shape, bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    body = labels == np.argmax(sizes)
+    return np.stack([ndimage.binary_fill_holes(s) for s in body])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_body_mask_cropping_to_the_body_changes_nothing(seed):
+    rng = np.random.default_rng(seed)
+    hu = np.full((15, 60, 70), -1000.0)
+    inner = synthetic_ct()  # body with gas, lung and a table
+    z0, y0, x0 = rng.integers(0, 4), rng.integers(0, 60 - 44), rng.integers(0, 70 - 40)
+    hu[z0:z0 + inner.shape[0], y0:y0 + 44, x0:x0 + 40] = inner[:, :44, :40]
+    blobs = rng.random(hu.shape) > 0.995  # specks of noise above the threshold, some in the body's holes
+    hu[blobs] = 100.0
+    np.testing.assert_array_equal(body_mask(hu), _reference_body_mask(hu))
+
+
 def test_body_mask_holds_every_organ_of_the_real_ct(real_ct_dir):
     import SimpleITK as sitk
 
