@@ -33,6 +33,9 @@ def add_training_options(p: argparse.ArgumentParser, *, steps: int = 1000) -> No
     g.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
                    help="sgd: the DHC protocol (lr 0.03, Nesterov, poly); adamw: converges in far fewer steps (use --lr 3e-3)")
     g.add_argument("--lr", type=float, default=0.03)
+    g.add_argument("--lambda-u", type=float, default=0.1,
+                   help="weight of the pseudo-label loss on unlabeled/mixed volumes (default 0.1; 1.0 lets the "
+                        "EMA teacher's early mistakes collapse minority organs)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--token-stride", type=int, default=8, help="voxels per DINOv3 token in-plane (4 for small organs on GPU)")
     g.add_argument("--token-source", choices=("cache", "online"), default="cache",
@@ -57,6 +60,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         steps=args.steps,
         optimizer=args.optimizer,
         lr=args.lr,
+        lambda_u=args.lambda_u,
         seed=args.seed,
         teacher=args.teacher_arch,
         token_stride=args.token_stride,
