@@ -194,8 +194,7 @@ def _execute(run_specs: list[RunSpec], jobs: int, callbacks_for, on_done) -> lis
             results.append(run)
             if on_done:
                 on_done(run)
-    order = {(s.method, s.seed): i for i, s in enumerate(run_specs)}
-    return sorted(results, key=lambda r: order[(r["method"], r["seed"])])
+    return results
 
 
 def _steps_for_budget(probe_runs, probe_wall, budget_s, probe_steps, jobs, min_steps, max_steps) -> tuple[int, dict]:

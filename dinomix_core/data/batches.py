@@ -106,7 +106,8 @@ class TrainBatches:
         copy over is a fast DMA instead of a staged pageable copy."""
         if self.device.type != "cuda":
             return torch.from_numpy(np.stack(arrays))
-        out = torch.empty((len(arrays), *arrays[0].shape), dtype=_TORCH_DTYPES[arrays[0].dtype], pin_memory=True)
+        dtype = torch.from_numpy(arrays[0][:0]).dtype
+        out = torch.empty((len(arrays), *arrays[0].shape), dtype=dtype, pin_memory=True)
         np.stack(arrays, out=out.numpy())
         return out.to(self.device, non_blocking=True)
 
@@ -137,12 +138,6 @@ class TrainBatches:
 
     def __del__(self) -> None:
         self.close()
-
-
-_TORCH_DTYPES = {np.dtype(k): v for k, v in {
-    "float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8, "uint16": torch.uint16,
-    "int64": torch.int64, "int32": torch.int32,
-}.items()}
 
 
 class _Prefetcher:

@@ -246,8 +246,6 @@ class Trainer:
     # ---- internals -------------------------------------------------------------------------
     def _batch(self, step: int) -> dict:
         """The batch of ``step``: identical with or without prefetching, so resume stays exact."""
-        if not self.batches.prefetch:
-            return self.batches.batch_at(step)
         if self.batches.step != step:
             self.batches.seek(step)
         batch = next(self.batches)
