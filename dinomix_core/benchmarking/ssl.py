@@ -10,10 +10,16 @@ this hides the per-step Python and augmentation overhead of small networks). Wit
 ``time_budget_s`` the step count is not guessed: a short probe of every run, at the same
 concurrency, measures the slowest method's step time and the fixed cost of a run, and the
 largest step count (a multiple of 50) that fits the budget is used for every method alike.
+
+A full table takes hours on a CPU; with ``resume`` a run whose ``run.json`` records the same
+training config and all its steps is not trained again: its model (and any predictions
+already written) are reused and re-scored, so an interrupted benchmark continues where it
+stopped and adding seeds costs only the new runs.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -58,6 +64,7 @@ class RunSpec:
     threads: int = 0
     tag: str = "runs"
     overrides: tuple[tuple[str, object], ...] = ()  # extra TrainConfig fields, for ablations
+    resume: bool = False  # reuse a finished run with the same config instead of training it again
 
 
 def run_one(spec: RunSpec, callbacks: Sequence = ()) -> dict:
@@ -77,22 +84,44 @@ def run_one(spec: RunSpec, callbacks: Sequence = ()) -> dict:
             step_seconds.append(event.seconds_per_step)
 
     tic = time.perf_counter()
-    result = train_on_dataset(
-        cfg, data, spec.labeled, run_dir, exclude=list(spec.test_ids), teacher_weights=spec.teacher,
-        callbacks=[*callbacks, timing], cache_dir=out / "token_cache",
-    )
-    train_seconds = time.perf_counter() - tic
-    model = LoadedModel(result.model_path, device=torch.device(spec.device))
+    finished = _finished_run(run_dir, cfg, spec.teacher == "random") if spec.resume else None
+    if finished is None:
+        result = train_on_dataset(
+            cfg, data, spec.labeled, run_dir, exclude=list(spec.test_ids), teacher_weights=spec.teacher,
+            callbacks=[*callbacks, timing], cache_dir=out / "token_cache",
+        )
+        model_path, train_seconds = result.model_path, time.perf_counter() - tic
+    else:
+        model_path, train_seconds = run_dir / "model.pt", finished["seconds"]
+        step_seconds.append(train_seconds / cfg.steps)  # run.json keeps no step times: the average
+    model = LoadedModel(model_path, device=torch.device(spec.device))
     pred_dir = run_dir / "predictions"
     for cid in spec.test_ids:
-        predict_file(model, data / "imagesTr" / f"{cid}_0000.nii.gz", pred_dir / f"{cid}.nii.gz")
+        target = pred_dir / f"{cid}.nii.gz"
+        if finished is None or not target.exists():
+            predict_file(model, data / "imagesTr" / f"{cid}_0000.nii.gz", target)
     report = evaluate_folders(pred_dir, out / "test_labels", model.labelmap, tail_k=spec.tail_k)
     # The last recorded value averages the final 20 steps: a steady-state step time.
     per_step = step_seconds[-1] if step_seconds else float("nan")
+    seconds = time.perf_counter() - tic if finished is None else train_seconds + (time.perf_counter() - tic)
     return {
-        "method": spec.method, "seed": spec.seed, "seconds": round(time.perf_counter() - tic, 1),
-        "train_seconds": round(train_seconds, 1), "seconds_per_step": per_step, **report,
+        "method": spec.method, "seed": spec.seed, "seconds": round(seconds, 1),
+        "train_seconds": round(train_seconds, 1), "seconds_per_step": per_step, "reused": finished is not None,
+        **report,
     }
+
+
+def _finished_run(run_dir: Path, cfg: TrainConfig, random_teacher: bool) -> dict | None:
+    """``run.json`` of a completed run trained with exactly ``cfg`` (and the same kind of teacher), or None."""
+    try:
+        doc = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = json.loads(json.dumps(cfg.to_dict(), default=str))
+    same_teacher = not cfg.use_fkd or bool((doc.get("teacher") or {}).get("is_random")) == random_teacher
+    if doc.get("config") != wanted or doc.get("steps") != cfg.steps or not same_teacher:
+        return None
+    return doc if (run_dir / "model.pt").exists() else None
 
 
 def run_ssl_benchmark(
@@ -123,6 +152,7 @@ def run_ssl_benchmark(
     min_steps: int = 50,
     max_steps: int = 20_000,
     overrides: dict | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train and score every (method, seed); ``steps`` is ignored when ``time_budget_s`` is set."""
     out = Path(out_dir)
@@ -145,7 +175,8 @@ def run_ssl_benchmark(
     def specs(n_steps: int, tag: str) -> list[RunSpec]:
         # seed-major: a cut-short sequential benchmark still compares every method
         return [RunSpec(method, seed, n_steps, str(out), labeled, test_ids, tuple(patch), width, depth, optimizer, lr,
-                        teacher, tail_k, str(dev), threads, tag, tuple(sorted((overrides or {}).items())))
+                        teacher, tail_k, str(dev), threads, tag, tuple(sorted((overrides or {}).items())),
+                        resume and tag == "runs")
                 for seed in seeds for method in methods]
 
     if jobs > 1 and any(TrainConfig(method=m).use_fkd for m in methods):

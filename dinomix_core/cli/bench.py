@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "overrides --steps")
     s.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
                    help="override a training-config field for every method, e.g. --set lambda_u=0.5 (repeatable)")
+    s.add_argument("--resume", action="store_true",
+                   help="reuse runs in OUT that finished with the same config (re-scored, not retrained)")
     s.set_defaults(func=_ssl)
 
     c = bs.add_parser("step-cost", help="DINO-Mix step time / mean-teacher step time, token cache on and off")
@@ -85,7 +87,7 @@ def _ssl(args) -> int:
         labeled=args.labeled, unlabeled=args.unlabeled, test=args.test, steps=args.steps, patch=args.patch,
         width=args.width, depth=args.depth, teacher=args.teacher, size=args.size, device=args.device,
         optimizer=args.optimizer, lr=args.lr, jobs=args.jobs, time_budget_s=args.time_budget,
-        overrides=_parse_overrides(args.overrides),
+        overrides=_parse_overrides(args.overrides), resume=args.resume,
         result_json=args.json or out / "ssl_phantom.json", log=lambda line: print(line, flush=True),
     )
     print(f"{'method':<14}{'mean Dice %':>12}{'tail Dice %':>12}  (teacher: {doc['teacher']})")

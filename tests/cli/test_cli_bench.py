@@ -97,3 +97,23 @@ def test_bench_set_overrides_parse_json_values_and_reject_unknown_fields():
         "lambda_u": 0.5, "student_noise": 0.1, "pic_box": [0.2, 0.4], "student": "vnet"}
     with pytest.raises(SystemExit, match="lamda_u"):
         _parse_overrides(["lamda_u=1"])
+
+
+def test_ssl_benchmark_resume_reuses_finished_runs_and_trains_only_new_ones(tmp_path):
+    kwargs = dict(methods=["supervised"], labeled=1, unlabeled=1, test=1, steps=2, patch=(16, 32, 32), width=4, depth=2)
+    first = run_ssl_benchmark(tmp_path, seeds=[0], **kwargs)
+    run_dir = tmp_path / "runs" / "supervised-seed0"
+    trained_at = (run_dir / "model.pt").stat().st_mtime_ns
+    (run_dir / "predictions" / "phantom_002.nii.gz").unlink()  # an interrupted prediction is redone
+
+    again = run_ssl_benchmark(tmp_path, seeds=[0, 1], resume=True, **kwargs)
+    runs = {r["seed"]: r for r in again["runs"]["supervised"]}
+    assert runs[0]["reused"] and not runs[1]["reused"]
+    assert (run_dir / "model.pt").stat().st_mtime_ns == trained_at
+    assert runs[0]["mean_dice"] == first["runs"]["supervised"][0]["mean_dice"]
+    assert (run_dir / "predictions" / "phantom_002.nii.gz").exists()
+
+    # A different config for the same run directory is trained again, not reused.
+    changed = run_ssl_benchmark(tmp_path, seeds=[0], resume=True, overrides={"fg_fraction": 0.5}, **kwargs)
+    assert not changed["runs"]["supervised"][0]["reused"]
+    assert (run_dir / "model.pt").stat().st_mtime_ns != trained_at
