@@ -211,7 +211,7 @@ class Objective:
         if tokens is None:
             return
         grid = labels_to_token_grid(lab["label"], self.cfg.token_stride, num_classes=self.num_classes)
-        self.prototypes.update_from_batch(tokens, grid)
+        self.prototypes.update_from_batch(tokens, grid, reduce=self.reduce)
 
 
 def _noisy(image: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:

@@ -15,6 +15,8 @@ function here. Teacher tokens are never differentiated: they are detached on ent
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -317,6 +319,7 @@ def class_prototypes(
     teacher_tokens: torch.Tensor,
     labels_on_grid: torch.Tensor,
     num_classes: int,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class mean of L2-normalised teacher tokens, re-normalised: p_c (METHOD §3).
 
@@ -325,6 +328,8 @@ def class_prototypes(
         labels_on_grid: (B, D, h, w) long, -1 (or any value outside [0, K)) = ignore;
             see :func:`labels_to_token_grid`.
         num_classes: K.
+        reduce: sums a tensor across data-parallel ranks (DDP), so every rank gets the
+            prototypes of the global batch and the banks stay identical; None = this batch only.
 
     Returns:
         protos (K, C_t) float32 unit vectors (zeros for absent classes), present (K,) bool.
@@ -338,9 +343,12 @@ def class_prototypes(
     keep = (lab >= 0) & (lab < num_classes) & (t.abs().sum(-1) > 0)
     tok = F.normalize(t[keep], dim=-1)
     cls = lab[keep]
-    sums = torch.zeros(num_classes, t.shape[-1], device=t.device)
-    sums.index_add_(0, cls, tok)
-    counts = torch.bincount(cls, minlength=num_classes)
+    sums = torch.zeros(num_classes, t.shape[-1] + 1, device=t.device)  # last column: token count
+    sums[:, :-1].index_add_(0, cls, tok)
+    sums[:, -1] = torch.bincount(cls, minlength=num_classes).to(sums.dtype)
+    if reduce is not None:
+        sums = reduce(sums)
+    sums, counts = sums[:, :-1], sums[:, -1]
     present = counts > 0
     return F.normalize(sums, dim=-1), present
 
@@ -377,9 +385,9 @@ class PrototypeBank:
         self.prototypes = torch.where(present.unsqueeze(1), updated, self.prototypes)
         self.present = self.present | present
 
-    def update_from_batch(self, teacher_tokens: torch.Tensor, labels_on_grid: torch.Tensor) -> None:
-        """``update(*class_prototypes(teacher_tokens, labels_on_grid, K))`` for a labeled batch."""
-        self.update(*class_prototypes(teacher_tokens, labels_on_grid, self.num_classes))
+    def update_from_batch(self, teacher_tokens: torch.Tensor, labels_on_grid: torch.Tensor, reduce=None) -> None:
+        """``update(*class_prototypes(teacher_tokens, labels_on_grid, K, reduce))`` for a labeled batch."""
+        self.update(*class_prototypes(teacher_tokens, labels_on_grid, self.num_classes, reduce))
 
     def state_dict(self) -> dict:
         return {

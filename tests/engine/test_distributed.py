@@ -28,10 +28,13 @@ def test_two_gloo_ranks_stay_in_sync(phantom_dir, tmp_path):
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0["world"] == r1["world"] == 2
-    # Gradients are averaged: both ranks hold identical weights, EMA teachers and class frequencies ...
+    # Gradients are averaged: both ranks hold identical weights, EMA teachers, class frequencies
+    # and DINOv3 class prototypes (built from the labeled voxels of both ranks) ...
     assert r0["params"] == r1["params"]
     assert r0["ema"] == r1["ema"]
     np.testing.assert_allclose(r0["freqs"], r1["freqs"], rtol=1e-12)
+    assert r0["present"] == r1["present"] and sum(r0["present"]) > 1
+    np.testing.assert_allclose(r0["prototypes"], r1["prototypes"], rtol=0, atol=1e-6)
     # ... while each rank drew its own patches.
     assert r0["losses"] != r1["losses"]
 
