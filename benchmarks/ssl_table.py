@@ -1,0 +1,66 @@
+"""Markdown tables of an SSL benchmark result (``dinomix bench ssl``'s JSON), for the README.
+
+    python -m benchmarks.ssl_table benchmarks/results/ssl_phantom.json
+
+Prints the per-method table (mean over seeds, ± the spread between seeds, per-class Dice) and
+a per-seed table, so a difference between two methods can be read seed by seed rather than
+only through the means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+SHORT = {
+    "spleen": "spleen", "right_kidney": "R kid", "left_kidney": "L kid", "gallbladder": "gallbl",
+    "esophagus": "esoph", "liver": "liver", "stomach": "stom", "aorta": "aorta", "inferior_vena_cava": "IVC",
+    "portal_vein_and_splenic_vein": "PV/SV", "pancreas": "panc", "right_adrenal_gland": "R adr",
+    "left_adrenal_gland": "L adr",
+}
+
+
+def _f(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def method_table(doc: dict) -> str:
+    methods = doc["methods"]
+    classes = list(next(iter(methods.values()))["per_class"])
+    head = ["method", "seeds", "mean Dice %", "tail Dice %", "mean HD95 mm", *(SHORT.get(c, c) for c in classes)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for name, row in methods.items():
+        seeds = ",".join(str(r["seed"]) for r in sorted(doc["runs"][name], key=lambda r: r["seed"]))
+        cells = [name, seeds, f"{_f(row['mean_dice'])} ± {_f(row['mean_dice_std'])}",
+                 f"{_f(row['tail_dice'])} ± {_f(row['tail_dice_std'])}", _f(row["mean_hd95_mm"]),
+                 *(_f(row["per_class"][c]["dice"]) for c in classes)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def seed_table(doc: dict) -> str:
+    seeds = sorted({r["seed"] for runs in doc["runs"].values() for r in runs})
+    head = ["method", *(f"seed {s} mean / tail" for s in seeds)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(seeds)]
+    for name, runs in doc["runs"].items():
+        by_seed = {r["seed"]: r for r in runs}
+        cells = [f"{_f(by_seed[s]['mean_dice'])} / {_f(by_seed[s]['tail_dice'])}" if s in by_seed else "–" for s in seeds]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("result", type=Path, help="JSON written by `dinomix bench ssl`")
+    args = parser.parse_args(argv)
+    doc = json.loads(args.result.read_text())
+    tail = next(iter(doc["methods"].values())).get("tail_classes")
+    print(method_table(doc))
+    print(f"\ntail classes: {', '.join(tail or [])}\n")
+    print(seed_table(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

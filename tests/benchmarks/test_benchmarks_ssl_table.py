@@ -1,0 +1,35 @@
+"""The README tables are rendered from a real (toy-sized) SSL benchmark result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.ssl_table import main, method_table, seed_table
+from dinomix_core.benchmarking.ssl import run_ssl_benchmark
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ssl")
+    run_ssl_benchmark(out, methods=["supervised"], seeds=[0, 1], labeled=1, unlabeled=1, test=1, steps=2,
+                      patch=(16, 32, 32), width=4, depth=2, result_json=out / "r.json")
+    return out / "r.json"
+
+
+def test_method_table_has_one_row_per_method_with_the_seed_mean(result):
+    doc = json.loads(result.read_text())
+    rows = method_table(doc).splitlines()
+    assert len(rows) == 3 and rows[2].startswith("| supervised | 0,1 | ")
+    mean = doc["methods"]["supervised"]["mean_dice"]
+    assert f"{mean:.1f} ± " in rows[2]
+    assert rows[0].count("|") == rows[2].count("|")  # every class has a column
+
+
+def test_seed_table_lists_each_seed(result, capsys):
+    doc = json.loads(result.read_text())
+    runs = sorted(doc["runs"]["supervised"], key=lambda r: r["seed"])
+    row = seed_table(doc).splitlines()[2]
+    assert row == "| supervised | " + " | ".join(f"{r['mean_dice']:.1f} / {r['tail_dice']:.1f}" for r in runs) + " |"
+    assert main([str(result)]) == 0 and "tail classes:" in capsys.readouterr().out
