@@ -14,6 +14,9 @@
 #                    patch 16,64,64, width 8, depth 3, AdamW 3e-3)
 #        TESTS       test files to run with -m gpu (default: every file that has CUDA tests)
 #        WORK        scratch folder for data and runs (default /tmp/dinomix-gpu)
+#        WHEELS      folder of wheels installed (no index, into WORK/site) when PY lacks one of
+#                    SimpleITK, timm, monai, platformdirs, tqdm: a bare GPU image without internet
+#                    (default .whl; fill it here with `pip download --no-deps ...`)
 #
 # OUT_DIR gets gpu.log, gpu_tests.xml, ssl_phantom.json, step_cost.json, step_profile.txt,
 # inference.json (a handful of files; everything bulky stays in WORK).
@@ -34,6 +37,18 @@ START=$(date +%s)
 left() { echo $((BUDGET_S - ($(date +%s) - START))); }
 log() { echo "[$(date +%T) +$(($(date +%s) - START))s] $*" | tee -a "$OUT/gpu.log"; }
 
+WHEELS=${WHEELS:-.whl}
+if ! $PY -c "import SimpleITK, timm, monai, platformdirs, tqdm" 2>/dev/null; then
+  if compgen -G "$WHEELS/*.whl" >/dev/null; then
+    log "installing the carried wheels from $WHEELS into $WORK/site"
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
+      "$WHEELS"/*.whl 2>&1 | tail -n 5 | tee -a "$OUT/gpu.log"
+    export PYTHONPATH="$WORK/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    log "warning: $PY lacks one of SimpleITK, timm, monai, platformdirs, tqdm and $WHEELS has no wheels"
+  fi
+fi
+
 run_tests() {
   log "CUDA tests"
   timeout 170 $PY -m pytest -q -m gpu -p no:xvfb -p no:cacheprovider --junitxml "$OUT/gpu_tests.xml" $TESTS 2>&1 \
@@ -41,7 +56,7 @@ run_tests() {
 }
 
 run_ssl() {
-  local common=(--device cuda --jobs 15 $SSL_ARGS --out "$WORK/ssl" --json "$OUT/ssl_phantom.json")
+  local common=(--device cuda --jobs 15 --resume $SSL_ARGS --out "$WORK/ssl" --json "$OUT/ssl_phantom.json")
   if [ -n "${SSL_STEPS:-}" ]; then
     log "benchmark 1: SSL on the phantom, 5 methods x 3 seeds at once, ${SSL_STEPS} steps ($SSL_ARGS)"
     timeout $(($(left) - 10)) $PY -m dinomix_core.cli bench ssl "${common[@]}" --steps "$SSL_STEPS" 2>&1 \
