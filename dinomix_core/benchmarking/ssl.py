@@ -117,9 +117,13 @@ def _finished_run(run_dir: Path, cfg: TrainConfig, random_teacher: bool) -> dict
         doc = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
         return None
-    wanted = json.loads(json.dumps(cfg.to_dict(), default=str))
+    # Through from_dict: a run saved before a config field existed counts with its default.
+    try:
+        recorded = TrainConfig.from_dict(doc.get("config") or {}).to_dict()
+    except (TypeError, ValueError):
+        return None
     same_teacher = not cfg.use_fkd or bool((doc.get("teacher") or {}).get("is_random")) == random_teacher
-    if doc.get("config") != wanted or doc.get("steps") != cfg.steps or not same_teacher:
+    if recorded != cfg.to_dict() or doc.get("steps") != cfg.steps or not same_teacher:
         return None
     return doc if (run_dir / "model.pt").exists() else None
 

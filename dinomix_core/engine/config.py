@@ -63,6 +63,9 @@ class TrainConfig:
     pic_gamma: float = 1.0
     pic_beta: float = 0.5
     pic_box: tuple[float, float] = (0.25, 0.5)
+    # Class weights on the Dice half of the mixed-volume loss too (True), or on the CE half only:
+    # soft Dice already gives every present organ the same say, whatever its size.
+    pic_weighted_dice: bool = True
     freq_momentum: float = 0.99
     # FKD
     teacher: str = "vit_small_patch16_dinov3"
