@@ -66,6 +66,9 @@ class TrainConfig:
     # Class weights on the Dice half of the mixed-volume loss too (True), or on the CE half only:
     # soft Dice already gives every present organ the same say, whatever its size.
     pic_weighted_dice: bool = True
+    # Anneal the class-weight exponent with the sampling curriculum (beta * alpha(t)) instead of
+    # keeping it at beta: the weights end uniform, as the class sampling does.
+    pic_anneal_weights: bool = False
     freq_momentum: float = 0.99
     # FKD
     teacher: str = "vit_small_patch16_dinov3"

@@ -152,7 +152,7 @@ class Objective:
                 with autocast():
                     logits, proj = model(x, grid)
                 logits = logits.float()
-                cw = self.pic.loss_weights().to(logits.device)
+                cw = self.pic.loss_weights(t if cfg.pic_anneal_weights else None).to(logits.device)
                 loss_sup = dice_ce_loss(
                     logits[:bl], mixed_l["target"], class_weights=cw, valid_mask=mixed_l["valid"],
                     voxel_weights=mixed_l["weight"], weight_dice=cfg.pic_weighted_dice,

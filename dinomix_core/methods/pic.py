@@ -435,9 +435,11 @@ class PICCurriculum:
             self.frequency.freqs, self.alpha(t), present=present, include_background=self.include_background
         )
 
-    def loss_weights(self) -> torch.Tensor:
-        """(K,) float32 class loss weights, mean 1."""
-        return class_loss_weights(self.frequency.freqs, self.beta, max_ratio=self.max_weight_ratio)
+    def loss_weights(self, t: float | None = None) -> torch.Tensor:
+        """(K,) float32 class loss weights, mean 1; with progress ``t`` the exponent follows the
+        curriculum too (beta * alpha(t)): tail-heavy early, uniform at the end."""
+        beta = self.beta if t is None else self.beta * self.alpha(t)
+        return class_loss_weights(self.frequency.freqs, beta, max_ratio=self.max_weight_ratio)
 
     def state_dict(self) -> dict:
         return {

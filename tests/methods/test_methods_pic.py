@@ -241,6 +241,10 @@ def test_pic_curriculum_end_to_end_and_resume():
     torch.testing.assert_close(p1, torch.tensor([0.0, 1 / 3, 1 / 3, 1 / 3], dtype=torch.float64))
     w = cur.loss_weights()
     assert w.mean().item() == pytest.approx(1.0, abs=1e-6) and w[3] == w.max()
+    # Annealed with the curriculum: beta at t = 0, half way at alpha = 0.5, uniform at t = 1.
+    torch.testing.assert_close(cur.loss_weights(0.0), w)
+    torch.testing.assert_close(cur.loss_weights(0.5), class_loss_weights(cur.freqs, beta=0.25))
+    torch.testing.assert_close(cur.loss_weights(1.0), torch.ones(4))
     cur.update_pseudo(torch.full((1, 4, 8, 8), 3), torch.ones(1, 4, 8, 8, dtype=torch.bool))
     assert cur.probs(0.0)[3] < p0[3]  # the tail class became more common -> sampled less
     resumed = PICCurriculum(4)
