@@ -34,6 +34,21 @@ class DistContext:
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out.to(tensor.device)
 
+    def all_gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Every rank's (N_r, ...) rows concatenated in rank order (N_r may differ); identity for one process."""
+        if not self.enabled:
+            return rows
+        work = rows.detach().cpu() if dist.get_backend() == "gloo" else rows.detach()
+        count = torch.tensor([work.shape[0]], device=work.device)
+        counts = [torch.zeros_like(count) for _ in range(self.world_size)]
+        dist.all_gather(counts, count)
+        sizes = [int(c.item()) for c in counts]
+        padded = work.new_zeros((max(sizes),) + tuple(work.shape[1:]))
+        padded[: work.shape[0]] = work
+        gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(gathered, padded)
+        return torch.cat([g[:n] for g, n in zip(gathered, sizes)]).to(rows.device)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

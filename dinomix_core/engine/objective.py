@@ -65,10 +65,12 @@ class StepOutput:
 class Objective:
     """Holds the method state that outlives a step: EMA teacher, curriculum, prototypes."""
 
-    def __init__(self, config: TrainConfig, student: nn.Module, num_classes: int, token_dim: int | None, *, reduce=None):
+    def __init__(self, config: TrainConfig, student: nn.Module, num_classes: int, token_dim: int | None, *,
+                 reduce=None, gather=None):
         self.cfg = config
         self.num_classes = num_classes
         self.reduce = reduce or (lambda t: t)  # DDP: all-reduce of counts so ranks agree
+        self.gather = gather  # DDP: every rank's teacher tokens into every rank's token bank
         self.head = ProjectionHead(student.feature_channels, token_dim) if config.use_fkd else None
         self.ema = make_ema_teacher(student) if config.use_mean_teacher else None
         self.pic = (
@@ -177,7 +179,7 @@ class Objective:
         if cfg.use_fkd:
             if tokens is None:
                 raise RuntimeError("FKD needs teacher tokens with every batch (token cache or online teacher)")
-            loss_fkd = fkd_loss(proj.float(), tokens, bank=self.token_bank)
+            loss_fkd = fkd_loss(proj.float(), tokens, bank=self.token_bank, gather=self.gather)
             loss = loss + cfg.lambda_fkd * ramp * loss_fkd
             parts["fkd"] = float(loss_fkd.detach())
             self._update_prototypes(lab)

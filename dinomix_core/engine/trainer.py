@@ -109,7 +109,10 @@ class Trainer:
             config.student, num_classes=num_classes, in_channels=1,
             width=config.student_width, depth=config.student_depth, norm=config.student_norm,
         ).to(self.device)
-        self.objective = Objective(config, self.student, num_classes, self.teacher.embed_dim, reduce=self.dist.all_reduce_sum)
+        self.objective = Objective(
+            config, self.student, num_classes, self.teacher.embed_dim, reduce=self.dist.all_reduce_sum,
+            gather=self.dist.all_gather_rows if self.dist.enabled else None,
+        )
         self.objective.init_frequencies([c.label for c in labeled])
         self.objective.to(self.device)
         self.model = StudentWithHead(self.student, self.objective.head).to(self.device)

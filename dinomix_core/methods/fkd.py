@@ -227,6 +227,7 @@ def fkd_loss(
     bank: TokenBank | torch.Tensor | None = None,
     use_uniqueness: bool = True,
     update_bank: bool = True,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``sum_i w_i (1 - cos(s_i, t_i)) / sum_i w_i`` over valid tokens i (METHOD §3).
 
@@ -241,6 +242,8 @@ def fkd_loss(
             :class:`TokenBank`; a TokenBank is updated in place with this batch's valid teacher
             tokens *after* the weights are computed (unless ``update_bank=False``).
         use_uniqueness: False gives plain cosine distillation (w_i = 1), for the ablation.
+        gather: under DDP, concatenates the valid tokens of every rank before they enter the
+            bank, so all ranks keep the same bank (and a resumed run restores it exactly).
 
     Returns a float32 scalar; 0 connected to the student graph when no token is valid.
     """
@@ -265,7 +268,7 @@ def fkd_loss(
         else:
             w = valid.float()
         if isinstance(bank, TokenBank) and update_bank:
-            bank.push(t[valid])
+            bank.push(t[valid] if gather is None else gather(t[valid]))
         dist = 1.0 - (s * t).sum(-1)
         # Masked sums instead of boolean indexing: no device sync, and an exact 0 that is still
         # connected to the student graph when no token is valid.

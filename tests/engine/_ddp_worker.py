@@ -33,8 +33,10 @@ for name, tensor in sorted(trainer.model.state_dict().items()):
 ema = hashlib.sha256(b"".join(t.numpy().tobytes() for _, t in sorted(trainer.objective.ema.state_dict().items())))
 freqs = trainer.objective.pic.freqs.tolist()
 protos = trainer.objective.prototypes.state_dict()
+bank = trainer.objective.token_bank.state_dict()
 with open(os.path.join(out, f"rank{dist.rank}.json"), "w") as fh:
     json.dump({"params": digest.hexdigest(), "ema": ema.hexdigest(), "losses": losses, "freqs": freqs,
                "prototypes": protos["prototypes"].tolist(), "present": protos["present"].tolist(),
+               "bank": hashlib.sha256(bank["tokens"].numpy().tobytes()).hexdigest(), "bank_count": bank["count"],
                "world": dist.world_size}, fh)
 shutdown_distributed()

@@ -35,6 +35,8 @@ def test_two_gloo_ranks_stay_in_sync(phantom_dir, tmp_path):
     np.testing.assert_allclose(r0["freqs"], r1["freqs"], rtol=1e-12)
     assert r0["present"] == r1["present"] and sum(r0["present"]) > 1
     np.testing.assert_allclose(r0["prototypes"], r1["prototypes"], rtol=0, atol=1e-6)
+    # ... and one token bank holding both ranks' teacher tokens (so a resume restores it exactly)
+    assert r0["bank"] == r1["bank"] and r0["bank_count"] == r1["bank_count"] > 0
     # ... while each rank drew its own patches.
     assert r0["losses"] != r1["losses"]
 
