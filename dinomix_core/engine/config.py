@@ -63,9 +63,6 @@ class TrainConfig:
     pic_gamma: float = 1.0
     pic_beta: float = 0.5
     pic_box: tuple[float, float] = (0.25, 0.5)
-    # Class weights on the Dice half of the mixed-volume loss too (True), or on the CE half only:
-    # soft Dice already gives every present organ the same say, whatever its size.
-    pic_weighted_dice: bool = True
     # Anneal the class-weight exponent with the sampling curriculum (beta * alpha(t)) instead of
     # keeping it at beta: the weights end uniform, as the class sampling does.
     pic_anneal_weights: bool = False

@@ -157,11 +157,11 @@ class Objective:
                 cw = self.pic.loss_weights(t if cfg.pic_anneal_weights else None).to(logits.device)
                 loss_sup = dice_ce_loss(
                     logits[:bl], mixed_l["target"], class_weights=cw, valid_mask=mixed_l["valid"],
-                    voxel_weights=mixed_l["weight"], weight_dice=cfg.pic_weighted_dice,
+                    voxel_weights=mixed_l["weight"],
                 )
                 loss_unl = dice_ce_loss(
                     logits[bl:], mixed_u["target"], class_weights=cw, valid_mask=mixed_u["valid"],
-                    voxel_weights=mixed_u["weight"], weight_dice=cfg.pic_weighted_dice,
+                    voxel_weights=mixed_u["weight"],
                 )
                 tokens = None if mixed_l["tokens"] is None else torch.cat([mixed_l["tokens"], mixed_u["tokens"]])
             else:

@@ -148,14 +148,11 @@ def dice_ce_loss(
     include_background: bool = False,
     dice_weight: float = 1.0,
     ce_weight: float = 1.0,
-    weight_dice: bool = True,
 ) -> torch.Tensor:
-    """``ce_weight * CE + dice_weight * Dice``, class-weighted (METHOD §4, mixed volumes).
+    """``ce_weight * CE + dice_weight * Dice``, both class-weighted (METHOD §4, mixed volumes).
 
-    ``voxel_weights`` and ``valid_mask`` go to both terms; ``class_weights`` to the CE term and,
-    when ``weight_dice``, to the Dice term as well (soft Dice already averages the present
-    classes equally, so weighting it again tilts it further towards the rare ones). With all of
-    them ``None`` this is the plain supervised loss used for labeled volumes.
+    The same ``class_weights``, ``voxel_weights`` and ``valid_mask`` go to both terms; with all
+    of them ``None`` this is the plain supervised loss used for labeled volumes.
     """
     ce = weighted_cross_entropy(
         logits, target, class_weights=class_weights, voxel_weights=voxel_weights, valid_mask=valid_mask
@@ -163,7 +160,7 @@ def dice_ce_loss(
     dice = soft_dice_loss(
         logits,
         target,
-        class_weights=class_weights if weight_dice else None,
+        class_weights=class_weights,
         valid_mask=valid_mask,
         voxel_weights=voxel_weights,
         include_background=include_background,
