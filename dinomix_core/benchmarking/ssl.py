@@ -136,7 +136,7 @@ def run_ssl_benchmark(
     labeled: int = 2,
     unlabeled: int = 8,
     test: int = 4,
-    steps: int = 600,
+    steps: int = 1650,
     patch: tuple[int, int, int] = (16, 64, 64),
     width: int = 8,
     optimizer: str = "adamw",
