@@ -111,7 +111,7 @@ class Trainer:
         ).to(self.device)
         self.objective = Objective(
             config, self.student, num_classes, self.teacher.embed_dim, reduce=self.dist.all_reduce_sum,
-            gather=self.dist.all_gather_rows if self.dist.enabled else None,
+            gather=self.dist.all_gather_rows,
         )
         self.objective.init_frequencies([c.label for c in labeled])
         self.objective.to(self.device)
