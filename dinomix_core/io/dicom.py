@@ -1,13 +1,16 @@
-"""DICOM series folders: choose a series, check its slices are complete, read it in HU.
+"""DICOM series: choose a series, check its slices are complete, read it in HU.
 
-SimpleITK's ``ImageSeriesReader`` applies Rescale Slope/Intercept (HU) and takes the slice
-spacing from the Image Position tags; a missing slice would silently stretch the anatomy,
-so the positions are checked first.
+Series are found by GDCM from the file contents, never by file name: PACS exports name
+slices ``CT.1.2.840...`` (their SOP Instance UID), ``IM0001`` or give them no extension, and
+some writers drop the 128-byte preamble. SimpleITK's ``ImageSeriesReader`` applies Rescale
+Slope/Intercept (HU) and takes the slice spacing from the Image Position tags; a missing
+slice would silently stretch the anatomy, so the positions are checked first.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +24,115 @@ log = logging.getLogger(__name__)
 
 # A gap this much longer (relative) than the typical one means slices are missing.
 _GAP_TOLERANCE = 0.1
+# Auto-detection of the ImageIO needs the "DICM" preamble; naming GDCM reads files without it.
+_GDCM_IO = "GDCMImageIO"
+# Suffixes that are never DICOM slices: skipped without opening the file.
+_NOT_DICOM_SUFFIXES = frozenset({".nii", ".gz", ".nrrd", ".mha", ".mhd", ".raw", ".zraw", ".json", ".txt", ".csv",
+                                 ".xml", ".md", ".html", ".pdf", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff",
+                                 ".zip", ".py", ".sqlite", ".log", ".ini", ".yaml", ".yml"})
+# First group of a DICOM stream without preamble: the file meta (0002) or identifying (0008) group.
+_RAW_GROUPS = (b"\x02\x00", b"\x08\x00")
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """True for a DICOM slice whatever its name (``CT.1.2.840...``, ``IM0001``, none, ``.dcm``).
+
+    ``.dcm`` is trusted by name; other files are recognised by the ``DICM`` marker at byte
+    128, or, for files written without the preamble, by a leading DICOM tag confirmed by
+    GDCM. ``DICOMDIR`` (an index, not a slice) is not counted.
+    """
+    path = Path(path)
+    name = path.name
+    if name.upper() == "DICOMDIR" or name.startswith("."):
+        return False
+    suffix = path.suffix.lower()
+    if suffix == ".dcm":
+        return True
+    if suffix in _NOT_DICOM_SUFFIXES:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    if head[128:132] == b"DICM":
+        return True
+    if len(head) < 8 or head[:2] not in _RAW_GROUPS:
+        return False
+    explicit_vr = head[4:6].isalpha() and head[4:6].isupper()
+    implicit_len = int.from_bytes(head[4:8], "little")
+    if not explicit_vr and implicit_len > 1 << 16:  # a header element is never this long
+        return False
+    return _gdcm_reads(path)
+
+
+def _gdcm_reads(path: Path) -> bool:
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO(_GDCM_IO)
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return False
+    return True
+
+
+def find_series_folders(root: str | os.PathLike, *, max_depth: int = 4) -> list[Path]:
+    """Folders at or below ``root`` (patient/study/series layouts) that directly hold DICOM slices.
+
+    Depth-first, sorted; ``max_depth`` bounds the walk so pointing at a home folder stays cheap.
+    """
+    root = Path(root)
+    found: list[Path] = []
+
+    def walk(folder: Path, depth: int) -> None:
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            return
+        files = [p for p in entries if p.is_file()]
+        if any(is_dicom_file(f) for f in files):
+            found.append(folder)
+        if depth < max_depth:
+            for sub in entries:
+                if sub.is_dir() and not sub.name.startswith("."):
+                    walk(sub, depth + 1)
+
+    walk(root, 0)
+    return found
 
 
 class DicomSeriesIO(ReaderWriter):
-    """A folder holding one or more DICOM series (read only)."""
+    """A folder holding one or more DICOM series, or one slice of a series (read only)."""
 
-    name = "DICOM series folder"
+    name = "DICOM series"
 
     def can_read(self, path: Path) -> bool:
-        return path.is_dir()
+        return path.is_dir() or (path.is_file() and is_dicom_file(path))
 
     def read(self, path: Path, *, series_uid: str | None = None) -> tuple[sitk.Image, dict]:
-        series = list_series(path)
+        """Read a series folder, or the whole series a single slice file belongs to."""
+        if path.is_dir():
+            return self._read_series(path, list_series(path), series_uid)
+        folder = path.parent
+        series = list_series(folder)
+        why = None
+        if series_uid is None:
+            series_uid = _series_of_file(path, series)
+            why = f"the series of file {path.name}"
+        image, meta = self._read_series(folder, series, series_uid, why=why)
+        meta["file"] = str(path)
+        return image, meta
+
+    def _read_series(self, path: Path, series: dict[str, list[str]], series_uid: str | None,
+                     *, why: str | None = None) -> tuple[sitk.Image, dict]:
         if series_uid is not None:
             if series_uid not in series:
                 raise VolumeReadError(
                     path, f"holds no DICOM series with uid {series_uid!r}.",
                     f"Use one of: {_describe(series)}.",
                 )
-            uid, note = series_uid, f"series {series_uid} chosen by series_uid"
+            uid, note = series_uid, why or f"series {series_uid} chosen by series_uid"
         else:
             uid = max(series, key=lambda u: (len(series[u]), u))
             others = {u: f for u, f in series.items() if u != uid}
@@ -50,12 +143,14 @@ class DicomSeriesIO(ReaderWriter):
         first = _header(files[0], path)
         if len(files) == 1 and first.GetDimension() == 3:  # one multi-frame (enhanced) file
             reader = sitk.ImageFileReader()
+            reader.SetImageIO(_GDCM_IO)
             reader.SetFileName(files[0])
             check_3d_scalar(3, first.GetSize(), first.GetNumberOfComponents(), path)
         else:
             check_3d_scalar(3, (*first.GetSize()[:2], len(files)), first.GetNumberOfComponents(), path)
             check_slice_positions(files, path)
             reader = sitk.ImageSeriesReader()
+            reader.SetImageIO(_GDCM_IO)
             reader.SetFileNames(files)
         try:
             image = reader.Execute()
@@ -80,6 +175,15 @@ def list_series(folder: Path) -> dict[str, list[str]]:
         raise VolumeReadError(folder, "holds no DICOM series (no readable DICOM files directly in this folder)." + hint,
                               "Pass the folder that contains the .dcm files of one CT series, or an image file.")
     return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
+
+
+def _series_of_file(path: Path, series: dict[str, list[str]]) -> str:
+    """The uid of the series GDCM put ``path`` in; raise when it is in none (not a readable slice)."""
+    for uid, files in series.items():
+        if any(Path(f).name == path.name for f in files):
+            return uid
+    raise VolumeReadError(path, "is not a DICOM slice GDCM can read (no series in its folder holds it).",
+                          "Re-export the series, or open the folder holding its slices.")
 
 
 def check_slice_positions(files: list[str], folder: Path) -> None:
@@ -117,6 +221,7 @@ def check_slice_positions(files: list[str], folder: Path) -> None:
 
 def _header(name: str, folder: Path) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
+    reader.SetImageIO(_GDCM_IO)
     reader.SetFileName(name)
     try:
         reader.ReadImageInformation()

@@ -14,6 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+# DICOM slices are recognised by content, not name (``CT.1.2.840...``, ``IM0001``, no extension).
+from dinomix_core.io.dicom import is_dicom_file  # noqa: F401  (re-exported for the CLI)
+
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 # Formats whose header names a separate data file; byte-copying the header alone would break them.
 DETACHED_SUFFIXES = (".mhd",)
@@ -80,20 +83,6 @@ def looks_like_label(path: Path) -> bool:
     if _LABEL_NAME.search(stem):
         return True
     return any(part.lower() in LABEL_FOLDERS for part in path.parent.parts[-2:])
-
-
-def is_dicom_file(path: Path) -> bool:
-    """DICOM Part 10 files carry ``DICM`` at byte 128; ``.dcm`` files are trusted by name."""
-    if path.suffix.lower() == ".dcm":
-        return True
-    if path.suffix:
-        return False
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def _visible_files(folder: Path) -> list[Path]:
