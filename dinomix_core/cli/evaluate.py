@@ -9,6 +9,7 @@ from pathlib import Path
 from dinomix_core.engine.evaluation import evaluate_folders
 from dinomix_core.io.atomic import atomic_write_text
 from dinomix_core.io.errors import DinomixInputError
+from dinomix_core.io.paths import files_in, refuse_overwriting_inputs
 
 
 def register(subparsers) -> None:
@@ -34,6 +35,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.tail_k < 0:
         raise DinomixInputError(None, f"--tail-k must be >= 0 (got {args.tail_k}).")
+    if args.json is not None:
+        labels = args.labels if args.labels is None or args.labels.is_file() else args.labels / "dataset.json"
+        inputs = [*files_in(args.pred), *files_in(args.gt), labels, args.gt / "dataset.json",
+                  args.gt.parent / "dataset.json"]
+        refuse_overwriting_inputs([args.json], inputs, fix="pass a --json path outside the --pred and --gt folders.")
     report = evaluate_folders(args.pred, args.gt, args.labels, args.tail_k)
     print(format_report(report))
     if args.json is not None:

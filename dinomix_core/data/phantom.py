@@ -43,6 +43,13 @@ each, close to the real TotalSegmentator case (liver 3.0 %, right adrenal 0.012 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import glob
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,15 +138,20 @@ def write_phantom_dataset(
     """Write ``cases`` phantom cases as an nnU-Net data set under ``out_dir``.
 
     Layout: ``imagesTr/phantom_000_0000.nii.gz``, ``labelsTr/phantom_000.nii.gz``,
-    ``dataset.json`` (BTCV-13 labels, channel ``{"0": "CT"}``). Every file is written
-    atomically. An existing data set is only replaced with ``overwrite=True`` so a typo in
-    ``out_dir`` never clobbers real data. ``progress(done, total, case_id)`` is called after
-    each case. Returns statistics: per-class voxel counts and fractions over all cases, the
-    seconds spent per case, and the case ids.
+    ``dataset.json`` (BTCV-13 labels, channel ``{"0": "CT"}``). The data set is built in a
+    hidden sibling folder and swapped in at the end, so a run that is killed or hits a full
+    disk leaves ``out_dir`` wholly old (or absent), never a mix of two seeds. An existing
+    data set is only replaced with ``overwrite=True`` so a typo in ``out_dir`` never clobbers
+    real data; files in ``out_dir`` that are not phantom cases are kept. ``progress(done,
+    total, case_id)`` is called after each case. Returns statistics: per-class voxel counts
+    and fractions over all cases, the seconds spent per case, and the case ids.
     """
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
     if cases < 1:
         raise DinomixInputError(None, f"--cases must be at least 1 (got {cases}).")
+    if out.is_symlink():
+        out = out.resolve()
+    _finish_interrupted_swaps(out)
     if out.exists() and not out.is_dir():
         raise DinomixInputError(out, "exists and is not a folder.", "choose a new output folder.")
     if not overwrite and out.is_dir() and _holds_dataset(out):
@@ -151,29 +163,36 @@ def write_phantom_dataset(
     ids: list[str] = []
     start = time.perf_counter()
     gen_seconds = 0.0
-    for i in range(cases):
-        t0 = time.perf_counter()
-        image, labels = generate_case(i, seed, size)
-        gen_seconds += time.perf_counter() - t0
-        cid = case_id(i)
-        write_image(image, out / "imagesTr" / f"{cid}_0000.nii.gz")
-        write_labels(labels, out / "labelsTr" / f"{cid}.nii.gz", reference=image)
-        counts += np.bincount(labels.array.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
-        ids.append(cid)
-        if progress is not None:
-            progress(i + 1, cases, cid)
-    description = (
-        f"Procedural abdominal CT phantom (DINO-Mix Studio generator v{GENERATOR_VERSION}, "
-        f"seed {seed}, size {size}). Synthetic data, not patient images."
-    )
-    dataset = labelmap.to_dataset_json_dict(
-        num_training=cases, channel_names={"0": "CT"}, file_ending=".nii.gz", name=f"dinomix_phantom_seed{seed}_{size}"
-    )
-    dataset["description"] = description
-    dataset["dinomix_phantom"] = {"seed": int(seed), "size": size, "generator_version": GENERATOR_VERSION}
-    write_dataset_json(out / "dataset.json", dataset)
-    if overwrite:
-        _remove_stale_cases(out, set(ids))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}{_SIBLING_TAG}", dir=out.parent))
+    try:
+        (staging / _STAGING_MARK).touch()
+        for i in range(cases):
+            t0 = time.perf_counter()
+            image, labels = generate_case(i, seed, size)
+            gen_seconds += time.perf_counter() - t0
+            cid = case_id(i)
+            write_image(image, staging / "imagesTr" / f"{cid}_0000.nii.gz")
+            write_labels(labels, staging / "labelsTr" / f"{cid}.nii.gz", reference=image)
+            counts += np.bincount(labels.array.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+            ids.append(cid)
+            if progress is not None:
+                progress(i + 1, cases, cid)
+        description = (
+            f"Procedural abdominal CT phantom (DINO-Mix Studio generator v{GENERATOR_VERSION}, "
+            f"seed {seed}, size {size}). Synthetic data, not patient images."
+        )
+        dataset = labelmap.to_dataset_json_dict(
+            num_training=cases, channel_names={"0": "CT"}, file_ending=".nii.gz",
+            name=f"dinomix_phantom_seed{seed}_{size}",
+        )
+        dataset["description"] = description
+        dataset["dinomix_phantom"] = {"seed": int(seed), "size": size, "generator_version": GENERATOR_VERSION}
+        write_dataset_json(staging / "dataset.json", dataset)
+        _swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     total = int(counts.sum())
     names = list(labelmap.names)
     return {
@@ -189,12 +208,120 @@ def write_phantom_dataset(
     }
 
 
-def _remove_stale_cases(out: Path, keep: set[str]) -> None:
-    """After an overwrite, drop phantom cases of an earlier, larger run so numTraining holds."""
-    for sub, suffix in (("imagesTr", "_0000.nii.gz"), ("labelsTr", ".nii.gz")):
-        for path in (out / sub).glob(f"{CASE_PREFIX}_[0-9][0-9][0-9]{suffix}"):
-            if path.name[: -len(suffix)] not in keep:
-                path.unlink()
+# -- swapping a finished data set in ------------------------------------------------------
+# A staging folder is a hidden sibling ".<out>.phantom-XXXX" holding _STAGING_MARK until it
+# is in place. A sibling without the mark is an old data set that an exchange displaced.
+
+_SIBLING_TAG = ".phantom-"
+_STAGING_MARK = ".dinomix-phantom-staging"
+_DATASET_DIRS = {"imagesTr": "_0000.nii.gz", "labelsTr": ".nii.gz"}
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put the finished ``staging`` folder at ``out`` in one step; keep the user's other files."""
+    if not out.exists():
+        (staging / _STAGING_MARK).unlink()
+        os.rename(staging, out)
+        return
+    if _exchange(staging, out):
+        (out / _STAGING_MARK).unlink()  # it travelled with the new data set
+        old = staging  # now holds the old data set
+    else:  # no atomic exchange here: move the old one aside, then the new one in
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}{_SIBLING_TAG}", dir=out.parent))
+        os.rename(out, old / "old")
+        (staging / _STAGING_MARK).unlink()
+        os.rename(staging, out)
+        old = _flatten(old)
+    _carry_over(old, out)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _flatten(holder: Path) -> Path:
+    """``holder/old`` -> ``holder`` (an unmarked sibling, as after an exchange)."""
+    inner = holder / "old"
+    for entry in inner.iterdir():
+        os.replace(entry, holder / entry.name)
+    inner.rmdir()
+    return holder
+
+
+def _is_case_file(sub: str, name: str) -> bool:
+    suffix = _DATASET_DIRS[sub]
+    stem = name[: -len(suffix)] if name.endswith(suffix) else ""
+    return stem.startswith(f"{CASE_PREFIX}_") and stem[len(CASE_PREFIX) + 1 :].isdigit()
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Move what the user kept beside the old data set into the new one, then drop the old one.
+
+    Only the old dataset.json and phantom case files are left behind (stale cases of an
+    earlier, larger run must go so numTraining holds); anything else keeps its place.
+    """
+    for entry in sorted(old.iterdir()):
+        if entry.name in ("dataset.json", _STAGING_MARK, "old"):
+            continue
+        if entry.name in _DATASET_DIRS and entry.is_dir() and not entry.is_symlink():
+            for item in sorted(entry.iterdir()):
+                dest = new / entry.name / item.name
+                if not _is_case_file(entry.name, item.name) and not dest.exists():
+                    dest.parent.mkdir(exist_ok=True)
+                    os.replace(item, dest)
+        elif not (new / entry.name).exists():
+            os.replace(entry, new / entry.name)
+    _remove_old_dataset(old)
+
+
+def _remove_old_dataset(old: Path) -> None:
+    """Delete only the old data set's own files; a folder still holding anything else stays."""
+    for name in ("dataset.json", _STAGING_MARK):
+        (old / name).unlink(missing_ok=True)
+    for sub in _DATASET_DIRS:
+        folder = old / sub
+        if folder.is_dir() and not folder.is_symlink():
+            for item in folder.iterdir():
+                if _is_case_file(sub, item.name) and item.is_file():
+                    item.unlink()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    with contextlib.suppress(OSError):
+        old.rmdir()
+
+
+def _finish_interrupted_swaps(out: Path) -> None:
+    """Tidy after a run killed mid-way: drop unfinished staging folders, finish a swap."""
+    parent = out.parent
+    if not parent.is_dir():
+        return
+    for sibling in sorted(parent.glob(f".{glob.escape(out.name)}{_SIBLING_TAG}*")):
+        if not sibling.is_dir() or sibling.is_symlink():
+            continue
+        if (sibling / _STAGING_MARK).exists():
+            shutil.rmtree(sibling)  # our own half-built data set
+            continue
+        if (sibling / "old").is_dir():
+            if not out.exists():  # killed between moving the old set aside and the new one in
+                os.rename(sibling / "old", out)
+                sibling.rmdir()
+                continue
+            _flatten(sibling)
+        if out.is_dir():
+            (out / _STAGING_MARK).unlink(missing_ok=True)
+            _carry_over(sibling, out)
 
 
 def _holds_dataset(folder: Path) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import DiskFullError, nearly_full
 from .errors import GeometryMismatchError, VolumeWriteError
 from .formats import reader_writer_for, suffix_of
 from .labelmap import LabelMap
@@ -23,7 +24,7 @@ def write_image(volume: Volume, path: str | os.PathLike) -> Path:
     if bad:
         raise VolumeWriteError(path, f"refusing to write an image with {bad} NaN/inf voxel(s).",
                                "Replace them with a real value (e.g. -1024 HU for air) before saving.")
-    writer.write(volume.to_sitk(), path)
+    _write(writer, volume.to_sitk(), path)
     return path
 
 
@@ -62,5 +63,21 @@ def write_labels(volume_or_array: Volume | np.ndarray, path: str | os.PathLike, 
     image = out.to_sitk()
     if labelmap is not None and suffix_of(path) == ".seg.nrrd":
         add_segment_header(image, labelmap)
-    writer.write(image, path)
+    _write(writer, image, path)
     return path
+
+
+def _write(writer, image, path: Path) -> None:
+    """Write through the format's writer; a failure on a full disk says so and names ``path``.
+
+    The atomic writers already report a full disk; this also covers writers with their own
+    staging (``.mhd`` + ``.zraw``), whose errors name a temp file.
+    """
+    try:
+        writer.write(image, path)
+    except DiskFullError:
+        raise
+    except (VolumeWriteError, OSError) as exc:
+        if "no space left" in str(exc).lower() or nearly_full(path.parent):
+            raise DiskFullError(path, getattr(exc, "problem", None) or str(exc)) from exc
+        raise

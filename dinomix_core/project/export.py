@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dinomix_core.io import read_labels, read_volume, write_dataset_json, write_image, write_labels
 from dinomix_core.io.atomic import atomic_path
+from dinomix_core.io.paths import refuse_overwriting_inputs
 from dinomix_core.project.errors import ProjectError
 
 
@@ -49,6 +50,8 @@ def export_nnunet(project, out: str | os.PathLike, *, overwrite: bool = False) -
     label_map = project.require_label_map()
     labeled = _labeled(project)
     out = _prepare_out(project, out, ["dataset.json"], overwrite)
+    _refuse_inputs(labeled, [p for item in labeled for p in (out / "imagesTr" / f"{item.case_id}_0000.nii.gz",
+                                                             out / "labelsTr" / f"{item.case_id}.nii.gz")])
     report = ExportReport(out)
     modality = "CT"
     for item in labeled:
@@ -76,6 +79,8 @@ def export_slicer(project, out: str | os.PathLike, *, images: bool = False, over
     label_map = project.require_label_map()
     labeled = _labeled(project)
     out = _prepare_out(project, out, [f"{item.case_id}.seg.nrrd" for item in labeled], overwrite)
+    _refuse_inputs(labeled, [out / f"{item.case_id}{ext}" for item in labeled
+                             for ext in ((".seg.nrrd", ".nrrd") if images else (".seg.nrrd",))])
     report = ExportReport(out)
     for item in labeled:
         seg = out / f"{item.case_id}.seg.nrrd"
@@ -91,6 +96,13 @@ def export_slicer(project, out: str | os.PathLike, *, images: bool = False, over
             report.files.append(image_out)
         report.cases.append(item.case_id)
     return report
+
+
+def _refuse_inputs(labeled, outputs: list[Path]) -> None:
+    """An export never writes over a case's own image or label file (e.g. re-exporting into
+    the nnU-Net folder the images are referenced from)."""
+    inputs = [p for item in labeled for p in (item.image_path, item.label_path)]
+    refuse_overwriting_inputs(outputs, inputs, fix="Export to a new, empty folder.")
 
 
 def _copy_file(src: Path, dest: Path) -> None:
