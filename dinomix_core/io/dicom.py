@@ -177,6 +177,12 @@ def list_series(folder: Path) -> dict[str, list[str]]:
     return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
 
 
+def series_uid_of_file(path: str | os.PathLike) -> str:
+    """Series Instance UID (0020,000E) of one slice, from its header ("" when absent)."""
+    path = Path(path)
+    return _tag(_header(str(path), path.parent), "0020|000e")
+
+
 def _series_of_file(path: Path, series: dict[str, list[str]]) -> str:
     """The uid of the series GDCM put ``path`` in; raise when it is in none (not a readable slice)."""
     for uid, files in series.items():
