@@ -25,10 +25,12 @@ def _label_map(spec: str) -> LabelMap:
     return LabelMap.from_dataset_json(path)
 
 
-def _open(args):
+def _open(args, *, readonly: bool = False):
+    """Open the project; commands that only look (status, listings, export) open it read-only,
+    so they never create, migrate or tidy anything."""
     from dinomix_core.project import Project
 
-    return Project.open(args.dir)
+    return Project.open(args.dir, readonly=readonly)
 
 
 def _print_json(data) -> None:
@@ -49,7 +51,7 @@ def cmd_init(args) -> int:
 
 
 def cmd_classes(args) -> int:
-    with _open(args) as project:
+    with _open(args, readonly=not args.labels) as project:
         if args.labels:
             project.set_label_map(_label_map(args.labels))
         label_map = project.label_map
@@ -82,7 +84,7 @@ def cmd_add(args) -> int:
 def cmd_status(args) -> int:
     from dinomix_core.project.summary import format_status
 
-    with _open(args) as project:
+    with _open(args, readonly=True) as project:
         report = project.status(verify=args.verify)
     if args.json:
         _print_json(report)
@@ -100,7 +102,7 @@ def cmd_label(args) -> int:
 
 
 def cmd_revisions(args) -> int:
-    with _open(args) as project:
+    with _open(args, readonly=True) as project:
         revisions = project.revisions(args.case, include_removed=args.all)
         label = project.label_revision(args.case)
     if args.json:
@@ -163,7 +165,7 @@ def cmd_relink(args) -> int:
 def cmd_export(args) -> int:
     from dinomix_core.project.export import export_nnunet, export_slicer
 
-    with _open(args) as project:
+    with _open(args, readonly=True) as project:
         if args.format == "nnunet":
             report = export_nnunet(project, args.out, overwrite=args.overwrite)
         else:
@@ -188,7 +190,7 @@ def cmd_import_nnunet(args) -> int:
 
 
 def cmd_next(args) -> int:
-    with _open(args) as project:
+    with _open(args, readonly=True) as project:
         ranked = project.next_cases(args.n, seed=args.seed)
     if args.json:
         _print_json(ranked)

@@ -32,7 +32,9 @@ from dinomix_core.io import LabelMap
 from dinomix_core.project import schema
 from dinomix_core.project._util import utc_now
 from dinomix_core.project.cases import CasesMixin
-from dinomix_core.project.errors import ClassMapError, NotAProjectError, ProjectBusyError, ProjectError
+from dinomix_core.project.errors import (ClassMapError, NotAProjectError, ProjectBusyError, ProjectError,
+                                         ProjectIndexLostError,
+                                         ProjectReadOnlyError, sqlite_error)
 from dinomix_core.project.revisions import RevisionsMixin
 from dinomix_core.project.runs import RunsMixin
 from dinomix_core.project.tidy import MANAGED_ENTRY_DIRS, MANAGED_FILE_DIRS
@@ -58,9 +60,10 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
     another, then raises :class:`ProjectBusyError`).
     """
 
-    def __init__(self, root: Path, conn: sqlite3.Connection, busy_timeout: float):
+    def __init__(self, root: Path, conn: sqlite3.Connection, busy_timeout: float, readonly: bool = False):
         self.root = root
         self.busy_timeout = busy_timeout
+        self.readonly = readonly
         self._local = threading.local()
         self._local.conn = conn
         self._all = [conn]
@@ -100,15 +103,22 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
 
     @classmethod
     def open(cls, root: str | os.PathLike, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S,
-             tidy: bool = True) -> "Project":
-        """Open an existing project; migrate an older schema; tidy leftovers of a crash."""
+             tidy: bool = True, readonly: bool = False) -> "Project":
+        """Open an existing project; migrate an older schema; tidy leftovers of a crash.
+
+        ``readonly=True`` (status, listings, export) creates and changes nothing: no folders,
+        no migration, no tidy, a ``mode=ro`` SQLite connection, and :meth:`write` refuses.
+        A database that is missing or empty while the folder holds committed work is refused
+        in both modes: opening it as new would set every label file aside as a leftover.
+        """
         root = Path(root).expanduser().resolve()
+        _refuse_lost_index(root)
         if not is_project(root):
             raise NotAProjectError(root, f"is not a DINO-Mix project (no {DB_NAME}).",
                                    f"Create one with `dinomix project init {root}`.")
-        project = cls._connect(root, busy_timeout)
+        project = cls._connect(root, busy_timeout, readonly=readonly)
         try:
-            if tidy:
+            if tidy and not readonly:
                 try:
                     project.tidy()
                 except ProjectBusyError:
@@ -119,34 +129,35 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
         return project
 
     @classmethod
-    def _connect(cls, root: Path, busy_timeout: float) -> "Project":
+    def _connect(cls, root: Path, busy_timeout: float, *, readonly: bool = False) -> "Project":
         db_path = root / DB_NAME
-        for sub in SUBDIRS:
-            (root / sub).mkdir(exist_ok=True)
-        conn = _new_connection(db_path, busy_timeout)
+        if not readonly:
+            for sub in SUBDIRS:
+                (root / sub).mkdir(exist_ok=True)
+        conn = _new_connection(db_path, busy_timeout, readonly=readonly)
         try:
-            with _translate_busy(db_path, busy_timeout):
-                try:
-                    version = schema.check_version(conn, db_path)
+            with _translate_sqlite(db_path, busy_timeout):
+                version = schema.check_version(conn, db_path)
+                if version == 0 and not readonly:
+                    _refuse_lost_index(root, tables_checked=True)
+                if readonly:
+                    _check_readable(root, db_path, version)
+                    conn.execute("PRAGMA foreign_keys=ON")
+                else:
                     conn.execute("PRAGMA journal_mode=WAL")
                     _configure(conn)
-                except sqlite3.DatabaseError as exc:
-                    if isinstance(exc, sqlite3.OperationalError) and "lock" in str(exc).lower():
-                        raise
-                    raise ProjectError(db_path, f"is not a readable project database ({exc}).",
-                                       "Restore it from a backup (project.sqlite.v*.bak if present).") from exc
-                try:
-                    schema.migrate(conn, db_path)
-                except sqlite3.DatabaseError as exc:
-                    if isinstance(exc, sqlite3.OperationalError) and "lock" in str(exc).lower():
-                        raise
-                    raise ProjectError(db_path, f"upgrading the database from schema version {version} to "
-                                       f"{schema.SCHEMA_VERSION} failed ({exc}); nothing was changed.",
-                                       "Keep using the release that wrote it, and report this bug.") from exc
+                    try:
+                        schema.migrate(conn, db_path)
+                    except sqlite3.DatabaseError as exc:
+                        if _environmental(exc):
+                            raise
+                        raise ProjectError(db_path, f"upgrading the database from schema version {version} to "
+                                           f"{schema.SCHEMA_VERSION} failed ({exc}); nothing was changed.",
+                                           "Keep using the release that wrote it, and report this bug.") from exc
         except BaseException:
             conn.close()
             raise
-        return cls(root, conn, busy_timeout)
+        return cls(root, conn, busy_timeout, readonly)
 
     def close(self) -> None:
         """Close every thread's connection. Call when no thread is still using the project."""
@@ -164,8 +175,12 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
             with self._all_lock:
                 if self._closed:
                     raise ProjectError(self.root, "the project was closed.", "Open it again with Project.open().")
-                conn = _new_connection(self.db_path, self.busy_timeout)
-                _configure(conn)
+                conn = _new_connection(self.db_path, self.busy_timeout, readonly=self.readonly)
+                with _translate_sqlite(self.db_path, self.busy_timeout):
+                    if self.readonly:
+                        conn.execute("PRAGMA foreign_keys=ON")
+                    else:
+                        _configure(conn)
                 self._all.append(conn)
             self._local.conn = conn
         return conn
@@ -220,23 +235,28 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``) of this thread; nested calls join the outer one."""
+        if self.readonly:
+            raise ProjectReadOnlyError(self.root, "was opened read-only, so nothing can be changed.",
+                                       "Open it with Project.open(root) (readonly=False) to make changes.")
         conn = self._conn
         if conn.in_transaction:
             yield conn
             return
-        with _translate_busy(self.db_path, self.busy_timeout):
+        with _translate_sqlite(self.db_path, self.busy_timeout):
             conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-            with _translate_busy(self.db_path, self.busy_timeout):
+            with _translate_sqlite(self.db_path, self.busy_timeout):
                 conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise sqlite_error(exc, self.db_path, timeout=self.busy_timeout) from exc
             raise
 
     def query(self, sql: str, params: tuple = ()) -> list[dict]:
-        with _translate_busy(self.db_path, self.busy_timeout):
+        with _translate_sqlite(self.db_path, self.busy_timeout):
             cursor = self._conn.execute(sql, params)
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row)) for row in cursor.fetchall()]
@@ -288,6 +308,23 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
                                 f"Set one with `dinomix project classes {self.root} --labels btcv13|amos15|dataset.json`.")
         return label_map
 
+    def image_state(self, case, *, verify: bool = False) -> str:
+        """As :meth:`CasesMixin.image_state`; read-only, a changed size/mtime is re-hashed but not recorded."""
+        if not self.readonly:
+            return super().image_state(case, verify=verify)
+        from dinomix_core.io import content_hash
+        from dinomix_core.project.cases import IMAGE_CHANGED, IMAGE_MISSING, IMAGE_OK
+        from dinomix_core.project.scan import stat_signature
+
+        case = self.case(case, include_removed=True) if isinstance(case, str) else case
+        path = case.image_path
+        if not path.exists():
+            return IMAGE_MISSING
+        row = self.query_one("SELECT stat_sig FROM cases WHERE id = ?", (case.id,))
+        if not verify and row is not None and row["stat_sig"] == stat_signature(path):
+            return IMAGE_OK
+        return IMAGE_OK if content_hash(path) == case.content_hash else IMAGE_CHANGED
+
     # -- housekeeping (implemented in tidy.py / summary.py / ranking.py) -----------------
 
     def tidy(self):
@@ -315,12 +352,75 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
         return rank_next(self, n=n, seed=seed)
 
 
-def _new_connection(db_path: Path, busy_timeout: float) -> sqlite3.Connection:
+def _new_connection(db_path: Path, busy_timeout: float, *, readonly: bool = False) -> sqlite3.Connection:
+    target, uri = (f"{db_path.as_uri()}?mode=ro", True) if readonly else (db_path, False)
     try:
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in Project.write).
-        return sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(target, timeout=busy_timeout, isolation_level=None, check_same_thread=False, uri=uri)
     except sqlite3.Error as exc:
-        raise ProjectError(db_path, f"cannot be opened ({exc}).", "Check the folder's permissions and free space.") from exc
+        raise sqlite_error(exc, db_path, timeout=busy_timeout) from exc
+
+
+# Folders whose files only the store writes: any file there is committed work (or a leftover).
+_WORK_DIRS = ("labels", "predictions", "runs", "images")
+
+
+def _committed_work(root: Path) -> list[Path]:
+    """A few files (at most 3) under the folders that hold a project's committed work."""
+    found: list[Path] = []
+    for sub in _WORK_DIRS:
+        folder = root / sub
+        if folder.is_dir():
+            for path in folder.rglob("*"):
+                if path.is_file():
+                    found.append(path)
+                    if len(found) >= 3:
+                        return found
+    return found
+
+
+def _refuse_lost_index(root: Path, *, tables_checked: bool = False) -> None:
+    """Refuse a folder with committed work but no usable database (missing, 0 bytes, no tables).
+
+    Opening it as a new project would quarantine every label file as an "unfinished write".
+    """
+    db_path = root / DB_NAME
+    wal = db_path.with_name(DB_NAME + "-wal")
+    if tables_checked:
+        state = "holds no tables (it is empty)"
+    elif not db_path.exists():
+        state = "is missing"
+    elif db_path.is_file() and db_path.stat().st_size == 0 and not (wal.is_file() and wal.stat().st_size):
+        state = "is empty (0 bytes)"
+    else:
+        return
+    work = _committed_work(root)
+    if not work:
+        return
+    raise ProjectIndexLostError(
+        db_path, f"{state}, but the folder holds committed work ({', '.join(p.relative_to(root).as_posix() for p in work)}"
+        f"{', ...' if len(work) >= 3 else ''}). Nothing was changed: your label files are where they were.",
+        f"Restore {DB_NAME} from a backup (a {DB_NAME}.v*.bak beside it, or your backup of the folder); do not run "
+        "`dinomix project init` here and do not open it in the app until then.")
+
+
+def _check_readable(root: Path, db_path: Path, version: int) -> None:
+    """A read-only open needs an initialised database at the current schema (it cannot migrate)."""
+    if version == 0:
+        _refuse_lost_index(root, tables_checked=True)
+        raise ProjectError(db_path, "holds no tables (an interrupted `dinomix project init`?).",
+                           f"Delete it and run `dinomix project init {root}` again.")
+    if version < schema.SCHEMA_VERSION:
+        raise ProjectError(db_path, f"uses schema version {version}; this release reads version "
+                           f"{schema.SCHEMA_VERSION} and only upgrades the database when it writes.",
+                           f"Run a command that changes the project once (e.g. `dinomix project classes {root} "
+                           "--labels ...`), or open it in the app.")
+
+
+def _environmental(exc: Exception) -> bool:
+    """True for SQLite failures caused by the disk or another process, not by the database's contents."""
+    text = str(exc).lower()
+    return any(n in text for n in ("lock", "busy", "full", "disk i/o", "readonly", "read-only", "unable to open"))
 
 
 def _configure(conn: sqlite3.Connection) -> None:
@@ -333,13 +433,9 @@ def _key(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _translate_busy(db_path: Path, timeout: float) -> Iterator[None]:
+def _translate_sqlite(db_path: Path, timeout: float) -> Iterator[None]:
+    """Turn any SQLite error into the one-line ProjectError that names its real cause."""
     try:
         yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc).lower()
-        if "locked" in text or "busy" in text:
-            raise ProjectBusyError(
-                db_path, f"another program kept the project locked for more than {timeout:g} s ({exc}).",
-                "Wait for the other DINO-Mix process (training, the app) to finish saving, then retry.") from exc
-        raise
+    except sqlite3.Error as exc:
+        raise sqlite_error(exc, db_path, timeout=timeout) from exc
