@@ -1,5 +1,11 @@
-"""DINO-Mix Studio desktop app (PySide6 main window hosting napari and the plugin's widgets).
+"""DINO-Mix Studio desktop app: a PySide6 main window hosting napari's viewer and the plugin's panels.
 
-The window itself arrives with the GUI work; this package reserves the installed import name
-``dinomix_app`` so nothing generic named ``app`` reaches site-packages.
+Start it with ``dinomix-app [PROJECT]``, ``dinomix-app --sample`` or ``python -m dinomix_app``.
 """
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("dinomix-studio")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0+unknown"

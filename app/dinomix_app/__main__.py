@@ -1,0 +1,3 @@
+from dinomix_app.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""``dinomix-app [PROJECT] [--sample] [--screenshot OUT.png]``: start the desktop app."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dinomix-app", description="DINO-Mix Studio: annotation assist for CT organ "
+                                     "segmentation (napari viewer, background training, autosaved labels).")
+    parser.add_argument("project", nargs="?", help="a project folder to open")
+    parser.add_argument("--sample", action="store_true", help="create (once) and open the sample project (phantom CT, "
+                        "generated locally)")
+    parser.add_argument("--screenshot", metavar="OUT.png", help="open, render, save a screenshot of the whole window "
+                        "and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.project and args.sample:
+        print("dinomix-app: give a PROJECT or --sample, not both.", file=sys.stderr)
+        return 2
+    project = args.project
+    if project is not None and not (Path(project) / "project.sqlite").is_file():
+        print(f"dinomix-app: {project}: not a DINO-Mix project (no project.sqlite). Fix: create one with "
+              f"`dinomix project init {project}` or pick the project folder.", file=sys.stderr)
+        return 2
+    if args.screenshot and not str(args.screenshot).lower().endswith(".png"):
+        print(f"dinomix-app: {args.screenshot}: the screenshot must be a .png file.", file=sys.stderr)
+        return 2
+
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("DINO-Mix Studio")
+    from dinomix_app.main_window import MainWindow, render_and_wait
+
+    if args.sample:
+        from dinomix_core.project.sample import create_sample_project
+
+        project = create_sample_project()
+    window = MainWindow(project)
+    if args.screenshot:
+        return save_screenshot(window, Path(args.screenshot), render_and_wait)
+    window.show()
+    return app.exec()
+
+
+def save_screenshot(window, out: Path, render_and_wait) -> int:
+    """Render the window, grab it (canvas included) and write a PNG atomically."""
+    from dinomix_core.io.atomic import atomic_path
+
+    render_and_wait(window, 1500)
+    pixmap = window.grab()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        if not pixmap.save(str(tmp), "PNG"):
+            print(f"dinomix-app: {out}: the screenshot could not be written. Fix: check the folder is writable.",
+                  file=sys.stderr)
+            return 2
+    window.panel.shutdown()
+    window.close()
+    print(f"wrote {out}")
+    return 0

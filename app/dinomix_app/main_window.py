@@ -1,0 +1,418 @@
+"""The desktop app's main window: napari's viewer in the middle, the DINO-Mix panels docked.
+
+The viewer is embedded through napari's public ``napari.qt.QtViewer(ViewerModel())`` (the
+``Window.qt_viewer`` route is deprecated, ``_qt_window`` private), so the window, menus and
+status bar are ours; the panels are the napari plugin's own widget, so the plugin and the app
+behave identically. No engine logic lives here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from napari.components import ViewerModel
+from napari.qt import QtViewer
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtGui import QAction, QKeySequence
+from qtpy.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
+                            QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QMessageBox, QPushButton,
+                            QSpinBox, QWidget)
+
+from dinomix_core.io import WINDOW_PRESETS
+from napari_dinomix._widget import DinomixWidget
+
+from dinomix_app import __version__
+from dinomix_app.settings import AppSettings
+from dinomix_app.shortcuts import SHORTCUTS, help_text, key_of
+
+ABOUT_METHOD = ("DINO-Mix trains a 3D student on your few labeled CT scans plus all unlabeled ones, taught by a "
+                "frozen DINOv3 foundation model (knowledge distillation) and a progressive, imbalance-aware CutMix "
+                "curriculum that keeps small organs from collapsing into background.")
+DINOV3_LICENCE = ("DINOv3 weights are Meta's, under the DINOv3 License (https://ai.meta.com/resources/models-and-"
+                  "libraries/dinov3-license/); they are never downloaded by this app: add them in the Train panel.")
+
+
+class _Relay(QObject):
+    """Carries a background thread's result back to the GUI thread (queued signal)."""
+
+    done = Signal(object, object)  # callback, (ok, value)
+
+
+class MainWindow(QMainWindow):
+    """DINO-Mix Studio. ``project``: a folder to open at start."""
+
+    def __init__(self, project: str | Path | None = None, *, settings: AppSettings | None = None,
+                 autosave_delay_ms: int = 2000):
+        super().__init__()
+        self.settings = settings or AppSettings.load()
+        if self.settings.weights_dir:
+            os.environ["DINOMIX_WEIGHTS_DIR"] = self.settings.weights_dir  # workers inherit it
+        self.setWindowTitle("DINO-Mix Studio")
+        self.viewer = ViewerModel(title="DINO-Mix Studio")
+        self.qt_viewer = QtViewer(self.viewer)
+        self.setCentralWidget(self.qt_viewer)
+        self.addDockWidget(Qt.LeftDockWidgetArea, self.qt_viewer.dockLayerControls)
+        self.addDockWidget(Qt.LeftDockWidgetArea, self.qt_viewer.dockLayerList)
+        self.panel = DinomixWidget(self.viewer, autosave_delay_ms=autosave_delay_ms)
+        self.dock = QDockWidget("DINO-Mix", self)
+        self.dock.setObjectName("dinomix-panel")
+        self.dock.setWidget(self.panel)
+        self.dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        self.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.session = self.panel.session
+        self.jobs = self.panel.jobs
+        self._apply_device()
+        self.actions: dict[str, QAction] = {}
+        self._relay = _Relay(self)
+        self._relay.done.connect(lambda callback, result: callback(*result))
+        self._build_menus()
+        self._build_status_bar()
+        self.resize(1500, 950)
+        self.session.project_changed.connect(self._on_project)
+        if project is not None:
+            self.open_project(project)
+
+    # -- menus -----------------------------------------------------------------------------
+
+    def _action(self, menu, text: str, slot, action_id: str | None = None) -> QAction:
+        action = QAction(text, self)
+        if action_id is not None and action_id in SHORTCUTS:
+            action.setShortcut(QKeySequence(key_of(action_id)))
+            action.setShortcutContext(Qt.ApplicationShortcut)
+            self.actions[action_id] = action
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)
+        self.actions.setdefault(text, action)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file = bar.addMenu("&File")
+        self._action(file, "New project…", self.new_project_dialog)
+        self._action(file, "Open project…", self.open_project_dialog, "open_project")
+        self.recent_menu = file.addMenu("Recent projects")
+        self._fill_recent()
+        self._action(file, "Open sample project", self.open_sample)
+        file.addSeparator()
+        self._action(file, "Add scans…", self.panel.project_panel._add_files)
+        self._action(file, "Add DICOM folder…", self.panel.project_panel._add_dicom)
+        file.addSeparator()
+        self._action(file, "Export nnU-Net data set…", lambda: self.export_dialog("nnunet"))
+        self._action(file, "Export 3D Slicer segmentations…", lambda: self.export_dialog("slicer"))
+        file.addSeparator()
+        self._action(file, "Quit", self.close, "quit")
+
+        edit = bar.addMenu("&Edit")
+        self._action(edit, "Undo labels edit", lambda: self._labels_call("undo"))  # napari's Ctrl-Z does the same
+        self._action(edit, "Redo labels edit", lambda: self._labels_call("redo"))
+        edit.addSeparator()
+        self._action(edit, "Save draft", self.session.save_draft, "save_draft")
+        self._action(edit, "Accept as label", self.session.accept, "accept")
+        self._action(edit, "Next suggested case", self.panel.project_panel.open_next, "next_case")
+        self._action(edit, "Previous class", lambda: self._step_class(-1), "previous_class")
+        self._action(edit, "Next class", lambda: self._step_class(+1), "next_class")
+
+        view = bar.addMenu("&View")
+        for key in WINDOW_PRESETS:
+            name = key.replace("_", " ").capitalize()
+            self._action(view, f"Window: {name}", lambda n=name: self.session.set_window(n), f"window_{key}")
+        view.addSeparator()
+        self._action(view, "Show / hide prediction", self.toggle_prediction, "toggle_prediction")
+        self._action(view, "Show / hide uncertainty", self.toggle_uncertainty, "toggle_uncertainty")
+
+        settings = bar.addMenu("&Settings")
+        self._action(settings, "Preferences…", self.settings_dialog)
+
+        helpm = bar.addMenu("&Help")
+        self._action(helpm, "Keyboard shortcuts", self.show_shortcuts)
+        self._action(helpm, "About DINO-Mix Studio", self.show_about)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent_projects:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _c=False, p=path: self.open_project(p))
+        self.recent_menu.setEnabled(bool(self.settings.recent_projects))
+
+    # -- status bar ------------------------------------------------------------------------
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.device_label = QLabel()
+        self.project_label = QLabel("no project")
+        self.training_label = QLabel("training: idle")
+        self.saved_label = QLabel("")
+        for widget in (self.device_label, self.project_label, self.training_label):
+            bar.addWidget(widget)
+        bar.addPermanentWidget(self.saved_label)
+        self._show_device()
+        self.session.save_state.connect(self._show_saved)
+        self.session.labels_changed.connect(lambda layer: self._show_saved("none" if layer is None else "saved"))
+        self.session.message.connect(lambda level, text: bar.showMessage(text, 8000))
+        self.jobs.step.connect(self._on_step)
+        self.jobs.validation.connect(self._on_validation)
+        self.jobs.training_state.connect(self._on_training_state)
+        self._last_dice: str = ""
+        self._show_saved("none")
+
+    def _show_device(self) -> None:
+        self.device_label.setText(f"device: {self.settings.resolved_device().upper()}")
+
+    def _show_saved(self, state: str) -> None:
+        from napari_dinomix._widget import SAVE_TEXT
+
+        text, color = SAVE_TEXT.get(state, (state, "#cfd8dc"))
+        self.saved_label.setText(text)
+        self.saved_label.setStyleSheet(f"color: {color};")
+
+    def _on_step(self, ev) -> None:
+        minutes, seconds = divmod(int(ev.eta_seconds), 60)
+        self.training_label.setText(f"training: step {ev.step} / {ev.total_steps}, ETA {minutes}:{seconds:02d}"
+                                    + (f", last Dice {self._last_dice}" if self._last_dice else ""))
+
+    def _on_validation(self, ev) -> None:
+        if ev.mean_dice is not None:
+            self._last_dice = f"{ev.mean_dice:.1f}%" + ("" if ev.held_out else " (training cases)")
+
+    def _on_training_state(self, state: str) -> None:
+        if state not in ("running",):
+            self.training_label.setText(f"training: {state}" + (f", last Dice {self._last_dice}" if self._last_dice else ""))
+
+    def _on_project(self, root) -> None:
+        self.project_label.setText("no project" if root is None else f"project: {Path(root).name}")
+        self.setWindowTitle("DINO-Mix Studio" + ("" if root is None else f" — {Path(root).name}"))
+        if root is not None:
+            self.settings.add_recent(root)
+            self._save_settings()
+            self._fill_recent()
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def open_project(self, root: str | Path) -> bool:
+        """Open a project and show a case: the first labeled one (its overlay), else the next suggested."""
+        if not self.session.open_project(root):
+            return False
+        rows = self.session.case_rows()
+        first = next((r.case_id for r in rows if r.status == "labeled"), None)
+        if first is None:
+            suggested = self.session.next_suggested()
+            first = None if suggested is None else suggested["id"]
+        if first is not None:
+            self.session.open_case(first)
+        return True
+
+    def open_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a DINO-Mix project folder")
+        if folder:
+            self.open_project(folder)
+
+    def new_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the new project (empty)")
+        if folder:
+            self.session.new_project(folder)
+
+    def open_sample(self) -> bool:
+        from dinomix_core.project.sample import create_sample_project
+
+        return self.open_project(create_sample_project())
+
+    def export_dialog(self, kind: str) -> None:
+        if self.session.project is None:
+            self.session.message.emit("warning", "Open a project first.")
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Export into this (empty) folder")
+        if folder:
+            self.export(kind, folder)
+
+    def export(self, kind: str, folder: str | Path, done=None) -> None:
+        """Export in a background thread; the result is reported in the status bar."""
+        from dinomix_core.project import Project
+        from dinomix_core.project.export import export_nnunet, export_slicer
+
+        root = self.session.root
+        self.session.flush_edits()
+
+        def work():
+            with Project.open(root, busy_timeout=5.0, tidy=False) as project:
+                return (export_nnunet if kind == "nnunet" else export_slicer)(project, folder)
+
+        def finished(ok, value):
+            if ok:
+                self.session.message.emit("info", f"Exported to {folder}")
+            else:
+                self.session.message.emit("error", f"Export failed: {str(value).splitlines()[0] if str(value) else value!r}")
+            if done is not None:
+                done(ok, value)
+
+        self._in_thread(work, finished)
+
+    def _in_thread(self, work, callback) -> None:
+        def run():
+            try:
+                result = (True, work())
+            except Exception as exc:  # reported to the user as a message
+                result = (False, exc)
+            self._relay.done.emit(callback, result)
+
+        threading.Thread(target=run, name="dinomix-app-task", daemon=True).start()
+
+    def _labels_call(self, name: str) -> None:
+        layer = self.session.labels_layer
+        if layer is not None:
+            getattr(layer, name)()
+
+    def _step_class(self, delta: int) -> None:
+        layer = self.session.labels_layer
+        label_map = self.session.label_map
+        if layer is None or label_map is None:
+            return
+        value = (int(layer.selected_label) - 1 + delta) % (label_map.num_classes - 1) + 1
+        layer.selected_label = value
+
+    def toggle_prediction(self) -> None:
+        for layer in self.viewer.layers:
+            if "prediction" in layer.name:
+                layer.visible = not layer.visible
+
+    def toggle_uncertainty(self) -> None:
+        box = self.panel.predict_panel.show_uncertainty
+        box.setChecked(not box.isChecked())
+
+    def show_shortcuts(self) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Information, "Keyboard shortcuts", "DINO-Mix Studio keys", parent=self)
+        box.setInformativeText(help_text() + "\n\nnapari's Labels keys also work: 2/P paint, 1/E erase, 4/F fill, "
+                               "[ ] brush size, Z pan/zoom.")
+        box.setStyleSheet("QLabel { font-family: monospace; }")
+        box.open()
+        return box
+
+    def about_text(self) -> str:
+        teacher = self.panel.train_panel.teacher.currentData()
+        note = ("The current teacher is RANDOM (no DINOv3 weights installed): results are for trying the app only."
+                if teacher == "random" else f"Current teacher weights: {teacher}.")
+        return f"DINO-Mix Studio {__version__}\n\n{ABOUT_METHOD}\n\n{DINOV3_LICENCE}\n\n{note}"
+
+    def show_about(self) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Information, "About DINO-Mix Studio", self.about_text(), parent=self)
+        box.open()
+        return box
+
+    def settings_dialog(self) -> "SettingsDialog":
+        dialog = SettingsDialog(self.settings, self)
+        dialog.accepted.connect(lambda: self._settings_changed(dialog))
+        dialog.open()
+        return dialog
+
+    def _settings_changed(self, dialog: "SettingsDialog") -> None:
+        dialog.apply(self.settings)
+        self._save_settings()
+        if self.settings.weights_dir:
+            os.environ["DINOMIX_WEIGHTS_DIR"] = self.settings.weights_dir
+        self.panel.train_panel.fill_teachers()
+        self._apply_device()
+        self._show_device()
+
+    def _apply_device(self) -> None:
+        combo = self.panel.train_panel.device
+        index = combo.findData(self.settings.resolved_device())
+        if index >= 0:
+            combo.setCurrentIndex(index)
+        self.panel.train_panel.num_threads = self.settings.thread_count()
+
+    def _save_settings(self) -> None:
+        try:
+            self.settings.save()
+        except OSError as exc:
+            self.session.message.emit("warning", f"Settings not saved: {exc}")
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def confirm_stop_training(self) -> bool:
+        """Ask whether to stop the running training to close. Tests replace this."""
+        answer = QMessageBox.question(
+            self, "Training is running",
+            "A model is training. Stop it and quit? Its checkpoint is kept, so you can resume it later.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if self.jobs.training:
+            if not self.confirm_stop_training():
+                event.ignore()
+                return
+            self.jobs.stop_training()
+            self._wait_for_training_end()
+        if not self.panel.shutdown():
+            answer = QMessageBox.warning(self, "Edits not saved", "Some edits could not be saved (see the message). "
+                                         "Quit anyway?", QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+        self._save_settings()
+        super().closeEvent(event)
+
+    def _wait_for_training_end(self, timeout_s: float = 60.0) -> None:
+        """Keep the GUI alive while the worker writes its checkpoint and ends."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        self.training_label.setText("training: stopping (saving the checkpoint)…")
+        while self.jobs.training and time.monotonic() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.02)
+        if self.jobs.training:
+            self.jobs.train_worker.kill()
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: AppSettings, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Preferences")
+        form = QFormLayout(self)
+        self.device = QComboBox()
+        for label, value in (("Automatic (CUDA when present)", "auto"), ("CPU", "cpu"), ("CUDA", "cuda")):
+            self.device.addItem(label, value)
+        self.device.setCurrentIndex(max(0, self.device.findData(settings.device)))
+        self.weights_dir = QLineEdit(settings.weights_dir)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.weights_dir)
+        row.addWidget(browse)
+        holder = QWidget()
+        holder.setLayout(row)
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 256)
+        self.threads.setSpecialValueText("all cores but one")
+        self.threads.setValue(settings.worker_threads)
+        form.addRow("Device", self.device)
+        form.addRow("Teacher weights folder", holder)
+        form.addRow("Worker threads", self.threads)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder with DINOv3 weights")
+        if folder:
+            self.weights_dir.setText(folder)
+
+    def apply(self, settings: AppSettings) -> None:
+        settings.device = self.device.currentData()
+        settings.weights_dir = self.weights_dir.text().strip()
+        settings.worker_threads = int(self.threads.value())
+
+
+def render_and_wait(window: QMainWindow, ms: int = 600) -> None:
+    """Let the window lay out and draw (the canvas paints asynchronously)."""
+    import time
+
+    window.show()
+    deadline = time.monotonic() + ms / 1000.0
+    while time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    QTimer.singleShot(0, lambda: None)

@@ -1,0 +1,398 @@
+"""The annotation session: one open project, one open case, its layers and its autosave.
+
+State lives here, apart from the panels that show it (the split micro-sam's annotators use):
+panels only display the session and call its methods, so the desktop app and the napari
+plugin share one behaviour. It runs on the Qt main thread only, since it adds and removes
+layers; file writes go through the autosave's background thread or the job worker process.
+
+Label rules the clinician can rely on:
+* a case opens with its best label: the newest final human revision, else the newest draft,
+  else the newest model prediction, else an empty map;
+* every edit becomes a draft revision (autosave); Accept makes the edited map a final human
+  revision, and the case counts as labeled;
+* a model prediction never replaces a human or draft revision: it arrives as its own
+  layer, and the human layer stays in the store (and on screen, locked) until the user
+  switches to the prediction by editing it;
+* each case gets fresh layers, so napari's undo history can never reach into another case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QObject, Signal
+
+from dinomix_core.io import LabelMap
+from dinomix_core.project import Project, ProjectError
+from dinomix_core.project.revisions import Revision
+
+from napari_dinomix._autosave import LabelsAutosave, make_project_saver
+from napari_dinomix._layers import image_layer_data, labels_layer_data, window_limits
+
+GUI_BUSY_TIMEOUT_S = 3.0  # a project another program is writing answers within this, or says it is busy
+LAYER_TAG = "dinomix_role"  # metadata key telling our layers apart from the user's own
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    """One line of the case table."""
+
+    case_id: str
+    status: str  # labeled, draft, predicted, unlabeled
+    uncertainty: float | None
+    last_change: str | None
+    image: str  # ok, changed, missing
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line, readable message for any engine error (the GUI shows it; no traceback)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return "Out of memory: close other programs or pick a smaller student / patch size."
+    return text
+
+
+class AnnotationSession(QObject):
+    """The project, the open case and its layers. Main thread only."""
+
+    project_changed = Signal(object)  # project root (Path) or None
+    cases_changed = Signal()  # the case table must be refreshed
+    case_opened = Signal(str)
+    labels_changed = Signal(object)  # the active labels layer (or None)
+    save_state = Signal(str)  # saved / unsaved / saving / error
+    revision_saved = Signal(object)  # Revision
+    message = Signal(str, str)  # level ("info", "warning", "error"), text
+
+    def __init__(self, viewer, *, autosave_delay_ms: int = 2000, parent=None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.autosave_delay_ms = autosave_delay_ms
+        self.project: Project | None = None
+        self.case_id: str | None = None
+        self.image_layer = None
+        self.labels_layer = None
+        self.uncertainty_layer = None
+        self._locked_layers: list = []
+        self.autosave: LabelsAutosave | None = None
+
+    # -- project ---------------------------------------------------------------------------
+
+    @property
+    def root(self) -> Path | None:
+        return None if self.project is None else self.project.root
+
+    @property
+    def label_map(self) -> LabelMap | None:
+        return None if self.project is None else self.project.label_map
+
+    def open_project(self, root: str | Path) -> bool:
+        """Open a project folder; a readable message (not an exception) when it cannot be."""
+        try:
+            project = Project.open(root, busy_timeout=GUI_BUSY_TIMEOUT_S)
+        except (ProjectError, OSError) as exc:
+            self.message.emit("error", describe_error(exc))
+            return False
+        self.close_project()
+        self.project = project
+        self.project_changed.emit(project.root)
+        self.cases_changed.emit()
+        self.message.emit("info", f"Opened project {project.root}")
+        return True
+
+    def new_project(self, root: str | Path, label_map: LabelMap | None = None) -> bool:
+        try:
+            project = Project.init(root, label_map=label_map or LabelMap.preset("btcv13"),
+                                   busy_timeout=GUI_BUSY_TIMEOUT_S)
+        except (ProjectError, OSError) as exc:
+            self.message.emit("error", describe_error(exc))
+            return False
+        self.close_project()
+        self.project = project
+        self.project_changed.emit(project.root)
+        self.cases_changed.emit()
+        self.message.emit("info", f"Created project {project.root}")
+        return True
+
+    def close_project(self) -> bool:
+        """Flush unsaved edits, drop our layers, close the store. False if an edit could not be saved."""
+        ok = self.close_case()
+        if self.project is not None:
+            self.project.close()
+            self.project = None
+            self.project_changed.emit(None)
+        return ok
+
+    def add_scans(self, paths) -> str:
+        """Add image files / DICOM folders; returns the one-line summary it also reports."""
+        project = self._require_project()
+        try:
+            report = project.add_images([str(p) for p in paths])
+        except (ProjectError, OSError) as exc:
+            self.message.emit("error", describe_error(exc))
+            return describe_error(exc)
+        summary = f"{len(report.added)} scan(s) added"
+        if report.skipped:
+            summary += f", {len(report.skipped)} skipped: " + "; ".join(f"{Path(p).name}: {why}" for p, why in report.skipped[:3])
+        self.message.emit("warning" if report.skipped and not report.added else "info", summary)
+        self.cases_changed.emit()
+        return summary
+
+    def case_rows(self) -> list[CaseRow]:
+        project = self._require_project()
+        report = project.status()
+        scores: dict[str, float] = {}
+        for run in project.runs():
+            if run.status == "completed":
+                for pred in project.predictions(run.id):
+                    scores[pred["case_id"]] = pred["uncertainty"]
+        changes = {r["case_id"]: r["t"] for r in project.query(
+            "SELECT case_id, MAX(created_at) AS t FROM revisions WHERE deleted_at IS NULL GROUP BY case_id")}
+        return [CaseRow(c["id"], c["status"], scores.get(c["id"]), changes.get(c["id"]), c["image"])
+                for c in report["cases"]]
+
+    def next_suggested(self) -> dict | None:
+        """The store's top-ranked case to annotate next, with why it was chosen (``reason``)."""
+        items = self._require_project().next_cases(1)
+        return items[0] if items else None
+
+    # -- the open case ---------------------------------------------------------------------
+
+    def best_revision(self, case_id: str) -> Revision | None:
+        """Final human label, else newest draft, else newest model prediction."""
+        project = self._require_project()
+        label = project.label_revision(case_id)
+        if label is not None:
+            return label
+        revisions = project.revisions(case_id)
+        drafts = [r for r in revisions if r.kind == "human"]
+        if drafts:
+            return drafts[-1]
+        return revisions[-1] if revisions else None
+
+    def open_case(self, case_id: str, revision_id: int | None = None) -> bool:
+        """Show a case with its best label (or ``revision_id``); flushes the previous case's edits first."""
+        project = self._require_project()
+        if not self.close_case():
+            return False
+        try:
+            image = project.load_image(case_id)
+            rev = self.best_revision(case_id) if revision_id is None else project.revision(revision_id, case_id=case_id)
+            labels = None if rev is None else project.load_labels(rev.id)
+        except (ProjectError, OSError, ValueError) as exc:
+            self.message.emit("error", describe_error(exc))
+            return False
+        label_map = project.require_label_map()
+        self.case_id = case_id
+        data, kwargs, _ = image_layer_data(image, name=f"{case_id} CT")
+        kwargs.setdefault("metadata", {})[LAYER_TAG] = "image"
+        self.image_layer = self.viewer.add_image(data, **kwargs)
+        array = np.zeros(image.shape, np.uint8) if labels is None else labels.array
+        name = f"{case_id} labels" if rev is None or rev.kind == "human" else _prediction_name(rev)
+        self._show_labels(array, label_map, image, name, revision=rev)
+        if rev is not None and rev.kind == "model":
+            self.show_uncertainty(rev.id, visible=False)
+        self._center_on_labels(array)
+        self.case_opened.emit(case_id)
+        self.message.emit("info", f"Opened {case_id}" + ("" if rev is None else f" ({_rev_text(rev)})"))
+        return True
+
+    def close_case(self) -> bool:
+        """Flush edits and remove the case's layers. False (and nothing removed) if the save failed."""
+        if self.autosave is not None:
+            if not self.autosave.flush():
+                self.message.emit("error", "Your edits could not be saved; they stay on screen. Fix the cause "
+                                           "shown above and press Save draft.")
+                return False
+            self.autosave.detach()
+            self.autosave.deleteLater()
+            self.autosave = None
+        for layer in (self.uncertainty_layer, self.labels_layer, *self._locked_layers, self.image_layer):
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.image_layer = self.labels_layer = self.uncertainty_layer = None
+        self._locked_layers = []
+        self.case_id = None
+        self.labels_changed.emit(None)
+        return True
+
+    def _show_labels(self, array: np.ndarray, label_map: LabelMap, image, name: str, *, revision=None):
+        """Add an editable labels layer for the open case and put the autosave on it."""
+        data, kwargs, _ = labels_layer_data(array.astype(np.uint8, copy=True), label_map, name=name, reference=image)
+        meta = kwargs.setdefault("metadata", {})
+        meta[LAYER_TAG] = "labels"
+        meta["dinomix_case"] = self.case_id
+        meta["dinomix_revision"] = None if revision is None else revision.id
+        layer = self.viewer.add_labels(data, **kwargs)
+        layer.selected_label = max(1, int(getattr(self.labels_layer, "selected_label", 1) or 1))
+        layer.brush_size = 6
+        self.labels_layer = layer
+        self.autosave = LabelsAutosave(make_project_saver(self.project.root, self.case_id),
+                                       delay_ms=self.autosave_delay_ms, parent=self)
+        self.autosave.state_changed.connect(self.save_state)
+        self.autosave.saved.connect(self._on_autosaved)
+        self.autosave.error.connect(lambda text: self.message.emit("error", f"Autosave failed: {text}"))
+        self.autosave.attach(layer)
+        self.viewer.layers.selection.active = layer
+        self.labels_changed.emit(layer)
+        return layer
+
+    def show_prediction(self, case_id: str, revision_id: int) -> bool:
+        """Put a stored model prediction of the open case on screen as an editable layer.
+
+        The human layer, if any, is saved, locked and kept visible underneath; edits to the
+        prediction become new drafts of the case.
+        """
+        if case_id != self.case_id or self.project is None:
+            return False
+        rev = self.project.revision(revision_id)
+        labels = self.project.load_labels(rev.id)
+        image = self.project.load_image(case_id) if self.image_layer is None else None
+        if self.autosave is not None:
+            if not self.autosave.flush():
+                return False
+            self.autosave.detach()
+            self.autosave.deleteLater()
+            self.autosave = None
+        old = self.labels_layer
+        reference = image if image is not None else self.project.case(case_id).volume_like(labels.array)
+        if old is not None:
+            if old.metadata.get("dinomix_revision") is None and not np.any(old.data):
+                self.viewer.layers.remove(old)  # an empty, never-saved map: nothing to keep
+            else:
+                old.editable = False
+                old.opacity = 0.35
+                old.name = f"{old.name} (locked)"
+                self._locked_layers.append(old)
+        self._show_labels(labels.array, self.project.require_label_map(), reference, _prediction_name(rev), revision=rev)
+        self.show_uncertainty(rev.id, visible=bool(self.uncertainty_layer and self.uncertainty_layer.visible))
+        self.message.emit("info", f"Prediction of {case_id} shown ({_rev_text(rev)}); edit it, then Accept.")
+        return True
+
+    def show_uncertainty(self, revision_id: int, *, visible: bool = True) -> bool:
+        """The per-voxel uncertainty of a stored prediction as an optional overlay."""
+        if self.project is None or self.case_id is None:
+            return False
+        getter = getattr(self.project, "prediction_uncertainty", None)
+        unc = getter(revision_id) if getter is not None else None
+        if unc is None:
+            return False
+        if self.uncertainty_layer is not None and self.uncertainty_layer in self.viewer.layers:
+            self.viewer.layers.remove(self.uncertainty_layer)
+        case = self.project.case(self.case_id)
+        data, kwargs, _ = image_layer_data(case.volume_like(np.asarray(unc, np.float32)), name=f"{self.case_id} uncertainty")
+        kwargs.update(colormap="inferno", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6, visible=visible)
+        kwargs.setdefault("metadata", {})[LAYER_TAG] = "uncertainty"
+        self.uncertainty_layer = self.viewer.add_image(data, **kwargs)
+        if self.labels_layer is not None:  # keep the editable labels on top
+            self.viewer.layers.move(self.viewer.layers.index(self.uncertainty_layer),
+                                    self.viewer.layers.index(self.labels_layer))
+            self.viewer.layers.selection.active = self.labels_layer
+        return True
+
+    def set_window(self, preset: str) -> None:
+        if self.image_layer is not None:
+            self.image_layer.contrast_limits = window_limits(preset)
+
+    # -- saving ----------------------------------------------------------------------------
+
+    def flush_edits(self) -> bool:
+        """Write pending strokes now (before training reads the store, on switch and on close)."""
+        return True if self.autosave is None else self.autosave.flush()
+
+    def save_draft(self) -> Revision | None:
+        """Save the current labels now as a draft (also when the autosave has nothing pending)."""
+        return self._save(final=False)
+
+    def accept(self) -> Revision | None:
+        """Save the (corrected) current labels as a final human revision: the case is labeled."""
+        return self._save(final=True)
+
+    def _save(self, *, final: bool) -> Revision | None:
+        if self.project is None or self.case_id is None or self.labels_layer is None:
+            self.message.emit("warning", "Open a case first.")
+            return None
+        if self.autosave is not None:
+            self.autosave.flush()
+        try:
+            rev = self.project.save_labels(self.case_id, np.asarray(self.labels_layer.data), final=final,
+                                           note="accepted" if final else "saved draft", unless_identical=True)
+        except (ProjectError, OSError, ValueError) as exc:
+            self.message.emit("error", describe_error(exc))
+            return None
+        if self.autosave is not None:
+            self.autosave.mark_clean()
+        self.labels_layer.metadata["dinomix_revision"] = rev.id
+        self.revision_saved.emit(rev)
+        self.cases_changed.emit()
+        self.message.emit("info", f"{self.case_id}: {'accepted as label' if final else 'draft saved'} (revision {rev.id})")
+        return rev
+
+    def _on_autosaved(self, rev) -> None:
+        if self.labels_layer is not None and rev is not None:
+            self.labels_layer.metadata["dinomix_revision"] = rev.id
+        self.revision_saved.emit(rev)
+        self.cases_changed.emit()
+
+    def revisions(self) -> list[Revision]:
+        if self.project is None or self.case_id is None:
+            return []
+        return self.project.revisions(self.case_id)
+
+    def restore(self, revision_id: int) -> bool:
+        """Make an older revision the newest (a copy; nothing is lost) and show it."""
+        if self.project is None or self.case_id is None:
+            return False
+        case_id = self.case_id
+        if self.autosave is not None and not self.autosave.flush():
+            return False
+        try:
+            restored = self.project.restore_revision(case_id, revision_id)
+        except (ProjectError, OSError) as exc:
+            self.message.emit("error", describe_error(exc))
+            return False
+        self.cases_changed.emit()
+        # Shown explicitly: a final label elsewhere in the history would win the "best" rule.
+        return self.open_case(case_id, restored.id)
+
+    # -- measurements ----------------------------------------------------------------------
+
+    def class_volumes_ml(self) -> dict[str, float]:
+        """Volume of every class in the current labels, in mL (voxel counts x voxel volume in mm^3 / 1000)."""
+        if self.labels_layer is None or self.project is None or self.case_id is None:
+            return {}
+        label_map = self.project.require_label_map()
+        case = self.project.case(self.case_id)
+        voxel_ml = float(np.prod(case.spacing_zyx)) / 1000.0
+        counts = np.bincount(np.asarray(self.labels_layer.data).reshape(-1), minlength=label_map.num_classes)
+        return {label_map.names[v]: float(counts[v]) * voxel_ml for v in range(1, label_map.num_classes)}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _require_project(self) -> Project:
+        if self.project is None:
+            raise ProjectError(None, "no project is open.", "Open or create a project first.")
+        return self.project
+
+    def _center_on_labels(self, array: np.ndarray) -> None:
+        """Start on the axial slice with the most labelled voxels (else the middle one)."""
+        per_slice = np.count_nonzero(array.reshape(array.shape[0], -1), axis=1) if array.size else np.zeros(1)
+        z = int(np.argmax(per_slice)) if per_slice.any() else array.shape[0] // 2
+        layer = self.labels_layer
+        world = layer.data_to_world((z, 0, 0)) if layer is not None else (z, 0, 0)
+        step = list(self.viewer.dims.point)
+        if step:
+            step[0] = float(world[0])
+            self.viewer.dims.point = step
+        self.viewer.reset_view()
+
+
+def _prediction_name(rev: Revision) -> str:
+    return f"{rev.case_id} prediction run-{rev.run_id:04d}" if rev.run_id is not None else f"{rev.case_id} prediction"
+
+
+def _rev_text(rev: Revision) -> str:
+    if rev.kind == "model":
+        return f"prediction of run {rev.run_id}, revision {rev.id}"
+    return f"{'label' if rev.final else 'draft'} by {rev.author}, revision {rev.id}"

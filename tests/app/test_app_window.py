@@ -1,0 +1,153 @@
+"""The desktop app: starts on a project, every menu action runs, screenshot, closing, settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dinomix_core.data.phantom import phantom_labelmap
+from dinomix_app.shortcuts import SHORTCUTS
+from dinomix_core.project import Project
+
+TINY_TEACHER = dict(depth=1, embed_dim=32, num_heads=2)
+TINY = dict(student_width=4, student_depth=2, patch_size=(16, 32, 32), batch_labeled=1, batch_unlabeled=1)
+DIALOG_ACTIONS = ("New project…", "Open project…", "Add scans…", "Add DICOM folder…", "Export nnU-Net data set…",
+                  "Export 3D Slicer segmentations…", "Quit")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("DINOMIX_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("DINOMIX_SAMPLE_DIR", str(tmp_path / "sample"))
+    monkeypatch.setenv("DINOMIX_CACHE_DIR", str(tmp_path / "cache"))
+    from dinomix_core.project.sample import create_sample_project
+
+    return create_sample_project()
+
+
+@pytest.fixture
+def window(env, qtbot):
+    from dinomix_app.main_window import MainWindow
+
+    win = MainWindow(env, autosave_delay_ms=150)
+    qtbot.addWidget(win)
+    win.panel.train_panel.config_overrides = dict(TINY)
+    win.panel.train_panel.teacher_overrides = TINY_TEACHER
+    yield win
+    win.panel.shutdown()
+
+
+def test_app_opens_project_with_a_labeled_case(window):
+    assert window.session.root is not None
+    assert window.session.case_id is not None
+    assert window.session.labels_layer.data.any()
+    assert "project:" in window.project_label.text()
+    assert "CPU" in window.device_label.text() or "CUDA" in window.device_label.text()
+
+
+def test_every_menu_action_without_a_file_dialog_runs(window, qtbot):
+    ran = []
+    for text, action in list(window.actions.items()):
+        if text in DIALOG_ACTIONS or text in SHORTCUTS:  # shortcut ids repeat the text entries
+            continue
+        action.trigger()
+        qtbot.wait(10)
+        ran.append(text)
+    assert {"Save draft", "Accept as label", "Next suggested case", "Window: Bone", "Keyboard shortcuts",
+            "About DINO-Mix Studio", "Preferences…", "Show / hide uncertainty"} <= set(ran)
+    # the window presets set the CT window of the image layer
+    window.actions["Window: Lung"].trigger()
+    assert tuple(window.session.image_layer.contrast_limits) == (-1200.0, 200.0)
+    assert "RANDOM" in window.about_text() or "teacher weights" in window.about_text()
+
+
+def test_shortcuts_do_not_clash_with_napari():
+    """Compared as app-model key codes, the same representation napari registers its keys in."""
+    from app_model.backends.qt import qkeysequence2modelkeybinding
+    from app_model.types import KeyBinding
+    from napari.utils.shortcuts import _default_shortcuts
+    from qtpy.QtGui import QKeySequence
+
+    from dinomix_app.shortcuts import NAPARI_OWNED, SHORTCUTS
+
+    napari_keys = {KeyBinding.from_int(int(combo)).to_int() for combos in _default_shortcuts.values() for combo in combos}
+    napari_keys |= {qkeysequence2modelkeybinding(QKeySequence(k)).to_int() for k in ("Ctrl+Z", "Ctrl+Shift+Z")}
+    ours = {a: qkeysequence2modelkeybinding(QKeySequence(k)).to_int() for a, (k, _w) in SHORTCUTS.items()}
+    assert len(set(ours.values())) == len(ours), "two app actions share a key"
+    clashes = {a: SHORTCUTS[a][0] for a, code in ours.items() if code in napari_keys and a not in NAPARI_OWNED}
+    assert not clashes, clashes
+    assert all(ours[a] in napari_keys for a in NAPARI_OWNED)  # those really are napari's keys
+
+
+def test_screenshot_writes_the_window_with_overlay_colours(env, tmp_path, qtbot):
+    from dinomix_app.cli import main
+
+    out = tmp_path / "shots" / "app.png"
+    assert main(["--screenshot", str(out), str(env)]) == 0
+    image = np.asarray(Image.open(out).convert("RGB")).astype(np.int32)
+    assert image.shape[0] > 400 and image.shape[1] > 800
+    assert image.std() > 10
+    rgb = image.reshape(-1, 3)
+    found = sum(int((np.abs(rgb - np.asarray(c)).max(axis=1) < 40).sum() > 30) for c in phantom_labelmap().colors[1:])
+    assert found >= 2, "no class colours in the screenshot"
+
+
+def test_bad_project_argument_is_one_line_exit_2(tmp_path, capsys):
+    from dinomix_app.cli import main
+
+    assert main([str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a DINO-Mix project" in err[0]
+
+
+def test_settings_persist_across_a_restart(window, qtbot, env, tmp_path):
+    from dinomix_app.main_window import MainWindow
+
+    dialog = window.settings_dialog()
+    dialog.threads.setValue(1)
+    dialog.weights_dir.setText(str(tmp_path / "weights"))
+    dialog.accept()
+    window.panel.shutdown()
+    again = MainWindow(None)
+    qtbot.addWidget(again)
+    assert again.settings.worker_threads == 1
+    assert again.settings.weights_dir == str(tmp_path / "weights")
+    assert str(env.resolve()) in again.settings.recent_projects
+    assert again.panel.train_panel.num_threads == 1
+    again.panel.shutdown()
+
+
+def test_export_nnunet_from_the_menu_runs_in_the_background(window, qtbot, tmp_path):
+    results = []
+    window.export("nnunet", tmp_path / "export", done=lambda ok, value: results.append((ok, value)))
+    qtbot.waitUntil(lambda: results, timeout=30_000)
+    assert results[0][0], results
+    assert len(list((tmp_path / "export" / "labelsTr").glob("*.nii.gz"))) == 2
+
+
+@pytest.mark.parametrize("answer", [False, True])
+def test_closing_while_training_asks_and_keeps_the_checkpoint(window, qtbot, answer):
+    window.panel.train_panel.method.setCurrentText("mean-teacher")
+    window.panel.train_panel.steps.setValue(100_000)
+    assert window.panel.train_panel.start()
+    qtbot.waitUntil(lambda: window.jobs.state == "running", timeout=240_000)
+    asked = []
+    window.confirm_stop_training = lambda: asked.append(True) or answer
+    window.show()
+    closed = window.close()
+    assert asked == [True]
+    if not answer:
+        assert not closed and window.jobs.training  # "go back": nothing stopped
+        window.jobs.stop_training()
+        qtbot.waitUntil(lambda: not window.jobs.training, timeout=120_000)
+    else:
+        assert closed and not window.jobs.training
+    with Project.open(window.session.root if window.session.root else _root(window), tidy=False) as p:
+        run = p.latest_run()
+        assert run.status == "cancelled"
+        assert (p.runs_dir(run.id) / "last.pt").exists()
+
+
+def _root(window):
+    return window.settings.recent_projects[0]
