@@ -115,7 +115,11 @@ class DicomSeriesIO(ReaderWriter):
         if path.is_dir():
             return self._read_series(path, list_series(path), series_uid)
         folder = path.parent
-        series = list_series(folder)
+        _header(str(path), path)  # a damaged slice is named as such, not as an empty folder
+        try:
+            series = list_series(folder)
+        except VolumeReadError:
+            series = {}
         why = None
         if series_uid is None:
             series_uid = _series_of_file(path, series)

@@ -1,0 +1,45 @@
+"""Shared fixtures of the napari plugin tests: no writes in the user's home, small CT volumes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dinomix_core.io import Volume
+
+
+@pytest.fixture(autouse=True)
+def sample_dir(tmp_path, monkeypatch):
+    """The sample project goes to a temporary folder, never to the user's data folder."""
+    folder = tmp_path / "sample-project"
+    monkeypatch.setenv("DINOMIX_SAMPLE_DIR", str(folder))
+    return folder
+
+
+def oblique_direction(angle_deg: float = 30.0, *, flip_xy: bool = True) -> tuple[float, ...]:
+    """A rotation about z, optionally with x and y flipped (RAS-stored NIfTI read as LPS)."""
+    a = math.radians(angle_deg)
+    rot = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    if flip_xy:
+        rot = np.diag([-1.0, -1.0, 1.0]) @ rot
+    return tuple(rot.ravel())
+
+
+@pytest.fixture
+def oblique_ct() -> Volume:
+    """A 6x10x12 int16 CT (HU) on a rotated, flipped, anisotropic grid."""
+    rng = np.random.default_rng(0)
+    array = rng.integers(-1024, 1500, size=(6, 10, 12)).astype(np.int16)
+    return Volume(array, (2.5, 0.8, 0.6), (-12.5, 30.25, 100.0), oblique_direction())
+
+
+@pytest.fixture
+def oblique_labels(oblique_ct) -> Volume:
+    """Boxes of classes 1, 6 and 13 (BTCV-13 spleen, liver, left adrenal) on ``oblique_ct``'s grid."""
+    labels = np.zeros(oblique_ct.shape, dtype=np.uint8)
+    labels[1:4, 2:5, 2:6] = 1
+    labels[2:5, 5:9, 6:11] = 6
+    labels[4:6, 0:3, 0:3] = 13
+    return oblique_ct.with_array(labels, modality="SEG")
