@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dinomix_core.io.errors import DinomixInputError
 
 
@@ -65,7 +67,11 @@ def sqlite_error(exc: Exception, db_path, *, timeout: float | None = None) -> Pr
     def kind(name: str, *needles: str) -> bool:
         return code.startswith(name) or any(n in text for n in needles)
 
-    if kind("SQLITE_FULL", "database or disk is full") or "no space left" in text:
+    from dinomix_core.io.atomic import nearly_full
+
+    io_trouble = kind("SQLITE_IOERR", "disk i/o error") or kind("SQLITE_CANTOPEN", "unable to open database")
+    if kind("SQLITE_FULL", "database or disk is full") or "no space left" in text or (
+            io_trouble and nearly_full(Path(db_path).parent)):
         return ProjectStorageError(None, f"disk full at {db_path}: SQLite cannot write its journal (-wal/-shm) or "
                                    f"the database ({exc}). The database itself is not damaged.",
                                    "Free disk space on that disk and run the command again; do not delete or "

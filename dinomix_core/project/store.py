@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from dinomix_core.io import LabelMap
+from dinomix_core.io.atomic import nearly_full
 from dinomix_core.project import schema
 from dinomix_core.project._util import utc_now
 from dinomix_core.project.cases import CasesMixin
@@ -137,7 +138,17 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
         conn = _new_connection(db_path, busy_timeout, readonly=readonly)
         try:
             with _translate_sqlite(db_path, busy_timeout):
-                version = schema.check_version(conn, db_path)
+                try:
+                    version = schema.check_version(conn, db_path)
+                except sqlite3.OperationalError:
+                    if not (readonly and _all_in_main_file(db_path) and nearly_full(root)):
+                        raise
+                    # A full disk leaves no room for the -shm file a WAL reader needs. With no
+                    # -wal content every commit is in the main file, and nobody can write to a
+                    # full disk, so reading it as immutable is exact.
+                    conn.close()
+                    conn = _new_connection(db_path, busy_timeout, readonly=True, immutable=True)
+                    version = schema.check_version(conn, db_path)
                 if version == 0 and not readonly:
                     _refuse_lost_index(root, tables_checked=True)
                 if readonly:
@@ -352,13 +363,21 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
         return rank_next(self, n=n, seed=seed)
 
 
-def _new_connection(db_path: Path, busy_timeout: float, *, readonly: bool = False) -> sqlite3.Connection:
-    target, uri = (f"{db_path.as_uri()}?mode=ro", True) if readonly else (db_path, False)
+def _new_connection(db_path: Path, busy_timeout: float, *, readonly: bool = False,
+                    immutable: bool = False) -> sqlite3.Connection:
+    query = "?mode=ro&immutable=1" if immutable else "?mode=ro"
+    target, uri = (f"{db_path.as_uri()}{query}", True) if readonly else (db_path, False)
     try:
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in Project.write).
         return sqlite3.connect(target, timeout=busy_timeout, isolation_level=None, check_same_thread=False, uri=uri)
     except sqlite3.Error as exc:
         raise sqlite_error(exc, db_path, timeout=busy_timeout) from exc
+
+
+def _all_in_main_file(db_path: Path) -> bool:
+    """True when no -wal file holds commits that are not yet in the database file itself."""
+    wal = db_path.with_name(DB_NAME + "-wal")
+    return not wal.exists() or wal.stat().st_size == 0
 
 
 # Folders whose files only the store writes: any file there is committed work (or a leftover).
