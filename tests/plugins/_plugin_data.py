@@ -1,7 +1,9 @@
-"""Test data for the plugin reader: CT DICOM series written slice by slice, named as PACS do."""
+"""Test data of the plugin tests: oblique grids, and CT DICOM series written slice by slice and named
+as PACS name them (a helper module, not conftest: tests/io has a conftest of its own)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +58,12 @@ def write_ct_series(folder: Path, hu: np.ndarray, *, series_uid: str, naming: st
 def series_hu(slices: int = 5, offset: int = 0) -> np.ndarray:
     """``slices`` x 6 x 7 HU values (z, y, x), air to bone."""
     return (np.arange(slices * 6 * 7, dtype=np.int16).reshape(slices, 6, 7) * 9 - 1000 + offset).astype(np.int16)
+
+
+def oblique_direction(angle_deg: float = 30.0, *, flip_xy: bool = True) -> tuple[float, ...]:
+    """A rotation about z, optionally with x and y flipped (RAS-stored NIfTI read as LPS)."""
+    a = math.radians(angle_deg)
+    rot = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    if flip_xy:
+        rot = np.diag([-1.0, -1.0, 1.0]) @ rot
+    return tuple(rot.ravel())

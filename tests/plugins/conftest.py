@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
+
+from _plugin_data import oblique_direction
 
 from dinomix_core.io import Volume
 
@@ -16,15 +16,6 @@ def sample_dir(tmp_path, monkeypatch):
     folder = tmp_path / "sample-project"
     monkeypatch.setenv("DINOMIX_SAMPLE_DIR", str(folder))
     return folder
-
-
-def oblique_direction(angle_deg: float = 30.0, *, flip_xy: bool = True) -> tuple[float, ...]:
-    """A rotation about z, optionally with x and y flipped (RAS-stored NIfTI read as LPS)."""
-    a = math.radians(angle_deg)
-    rot = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
-    if flip_xy:
-        rot = np.diag([-1.0, -1.0, 1.0]) @ rot
-    return tuple(rot.ravel())
 
 
 @pytest.fixture

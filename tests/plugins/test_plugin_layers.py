@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import oblique_direction
+from _plugin_data import oblique_direction
 from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 
