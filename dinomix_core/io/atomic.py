@@ -28,14 +28,22 @@ _EMPTY_IS_WRONG = (".gz", ".nii", ".nrrd", ".mha", ".mhd", ".npy", ".npz", ".pt"
 _FREE_SPACE_FIX = "Free disk space (or choose a folder on another disk) and run the command again."
 
 
-class DiskFullError(VolumeWriteError):
-    """A write ran out of space (ENOSPC/EDQUOT, or a writer cut short on a full disk)."""
+class DiskFullError(VolumeWriteError, OSError):
+    """A write ran out of space (ENOSPC/EDQUOT, or a writer cut short on a full disk).
+
+    Also an ``OSError`` with ``errno`` ENOSPC, so code that handles a full disk as the OS
+    reports it keeps working; the message is the one-line "disk full at PATH".
+    """
 
     def __init__(self, path: str | os.PathLike, detail: str = ""):
         extra = f" ({detail})" if detail else ""
         super().__init__(None, f"disk full at {os.fspath(path)}{extra}; nothing was written there and any "
                          "earlier file of that name is unchanged.", _FREE_SPACE_FIX)
-        self.path = os.fspath(path)
+        self.path = self.filename = os.fspath(path)
+        self.errno, self.strerror = errno.ENOSPC, os.strerror(errno.ENOSPC)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def _read_umask() -> int:
