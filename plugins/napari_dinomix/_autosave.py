@@ -21,9 +21,13 @@ whose voxels equal the last saved ones is not saved again.
 
 Assigning ``layer.data`` does NOT clear napari's undo history: an undo after loading another
 case writes the old case's strokes into the new one. :func:`replace_labels` (used by
-:meth:`LabelsAutosave.switch_case`) assigns the data and then clears the history with
-napari's private ``Labels._reset_history`` (the method napari itself calls when a layer
-becomes non-editable); a test pins that behaviour, so a napari change shows up there.
+:meth:`LabelsAutosave.switch_case`) assigns the data and then clears the history through
+public API: napari resets it whenever a Labels layer turns non-editable, so ``editable`` is
+toggled and the mode restored (no private ``_reset_history``, which a plugin's proxied
+layer warns about). A test pins both facts, so a napari change shows up there.
+
+Plugin widgets get layers wrapped in napari's ``PublicOnlyProxy``; the method wrappers are
+installed on the wrapped layer itself (which is what setting an attribute on the proxy does).
 
 Threading: the snapshot is copied on the GUI thread (only it touches layers), the save runs
 in one worker thread (saves never overlap and keep their order), the result comes back to
@@ -75,15 +79,19 @@ def replace_labels(layer, labels_zyx: np.ndarray) -> None:
     """Show another case's (z, y, x) labels in ``layer`` with an empty undo history.
 
     napari keeps the undo history across ``layer.data = ...``; an undo would then paint the
-    previous case's strokes into this one. A fresh layer per case avoids it too; this keeps
-    the user's layer settings (selected label, brush, opacity).
+    previous case's strokes into this one. napari clears the history when a Labels layer
+    becomes non-editable, so we toggle ``editable`` through that state (public API only;
+    the mode is put back). A fresh layer per case avoids the problem too; this keeps the
+    user's layer settings (selected label, brush, opacity).
     """
-    reset = getattr(layer, "_reset_history", None)
-    if reset is None:
-        raise RuntimeError("this napari version has no Labels._reset_history; the undo history cannot be "
-                           "cleared. Fix: add a fresh Labels layer for each case instead of replacing data.")
+    mode, editable = layer.mode, layer.editable
     layer.data = labels_zyx
-    reset()
+    layer.editable = not editable
+    layer.editable = editable
+    if not editable:  # the history is cleared on the way to non-editable only
+        layer.editable = True
+        layer.editable = False
+    layer.mode = mode
 
 
 def _digest(array: np.ndarray) -> str:
@@ -341,6 +349,7 @@ class LabelsAutosave(QObject):
 
     def _wrap_method(self, layer, name: str) -> None:
         """Replace ``layer.<name>`` on this instance by a version that marks the layer dirty."""
+        layer = getattr(layer, "__wrapped__", layer)  # a plugin's PublicOnlyProxy forwards to it
         original = getattr(layer, name)
         had_own = name in vars(layer)
 
