@@ -17,7 +17,16 @@ can be painted) without a copy. The file is unlinked as soon as it is mapped; pa
 lazily when the viewer touches them.
 
 Each poll round reads at most a few dozen messages and at most ~15 ms worth, so a chatty job
-cannot starve the event loop either.
+cannot starve the event loop either. In the tests a 10 ms probe timer never stalled more than
+~20-50 ms through a spawn, 1 s of child computing and a 118 MB result.
+
+Ending. ``finished`` waits for the process to exit (so ``JobOutcome.exitcode`` is real and the
+process is joined): the child skips the interpreter teardown (``process_entry``), which cuts
+the delay after the last message from 1.0-1.6 s to 40-70 ms here.
+
+Spawn re-imports the GUI's main module in the child (as ``__mp_main__``): the app's entry
+script must keep its start-up under ``if __name__ == "__main__":``, as console scripts do, or
+the child exits with code 1 and the outcome says so.
 """
 
 from __future__ import annotations
@@ -328,7 +337,10 @@ def _stop_quietly(child: _Child, *_args) -> None:
 
 
 def _open_message(message: tuple) -> tuple:
-    """Undo the child's out-of-band packing: map the buffer file and unpickle around it."""
+    """Undo the child's out-of-band packing: map the buffer file and unpickle around it.
+
+    The arrays are views of the mapping, which lives (with one descriptor: Python's mmap keeps
+    its own) exactly as long as they do."""
     if message[0] != "oob":
         return message
     _, kind, payload, path, spans = message

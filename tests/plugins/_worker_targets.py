@@ -9,6 +9,7 @@ import, the child can. Each has the engine's job signature ``fn(spec, callbacks,
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass
 
@@ -43,7 +44,8 @@ def stream_and_compute(spec, callbacks=(), cancel=None):
     uncertainty = np.empty((z, y, x), dtype=np.float16)
     uncertainty[:] = np.linspace(0, 1, x, dtype=np.float16)[None, None, :]
     return {"torch_threads": torch.get_num_threads(), "omp_env": os.environ.get("OMP_NUM_THREADS"),
-            "cancel_is_token": isinstance(cancel, CancelToken), "labels": labels, "uncertainty": uncertainty}
+            "cancel_is_token": isinstance(cancel, CancelToken),
+            "sigint_ignored": signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "labels": labels, "uncertainty": uncertainty}
 
 
 def raise_input_error(spec, callbacks=(), cancel=None):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -141,8 +143,9 @@ def test_a_large_result_comes_back_whole_and_writeable(streamed):
     assert labels[0, 0, 0] == 9
 
 
-def test_the_child_limits_its_threads_and_gets_a_cancel_token(streamed):
+def test_the_child_limits_its_threads_ignores_ctrl_c_and_gets_a_cancel_token(streamed):
     value = streamed.outcomes[0].value
+    assert value["sigint_ignored"] is True  # Ctrl+C in the GUI's terminal must not kill the job
     assert value["torch_threads"] == default_num_threads() == max(1, os.cpu_count() - 1)
     assert value["omp_env"] == str(default_num_threads())
     assert value["cancel_is_token"] is True
@@ -300,3 +303,13 @@ def test_a_real_tiny_training_job_streams_engine_events(qapp, tmp_path):
     assert isinstance(run.events[-1], FinishedEvent)  # the engine's own last event came through too
     with Project.open(root) as project:
         assert project.latest_run().status == "completed"
+
+
+def test_the_child_module_imports_no_gui_and_no_torch():
+    # The child imports it before anything else: no Qt/napari ever, and torch only after
+    # the thread limits are set (OMP_NUM_THREADS is read once, at torch's import).
+    code = ("import sys, napari_dinomix._worker_child; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('qtpy', 'PySide6', 'PyQt5', 'napari', 'torch')); "
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
