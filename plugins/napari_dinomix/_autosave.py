@@ -13,9 +13,13 @@ change                                          events that fire
 in-place numpy write + ``layer.refresh()``      only ``set_data``
 ==============================================  =========================================
 
+A mouse stroke calls ``refresh()`` on press and on every move, and fires ``paint`` once, on
+release; the timer does not save while a stroke is open (napari's ``_block_history`` flag).
 ``set_data`` also fires on colormap, contour and 2D/3D changes, so it says nothing about
 the voxels. We therefore hook ``paint`` and ``data``, and wrap the instance's ``undo``,
 ``redo`` and ``refresh`` (the key bindings call ``layer.undo()``, so they hit the wrappers).
+Today undo, redo and ``data =`` also go through ``refresh()``; hooking them directly too
+keeps them covered if napari stops refreshing there.
 A ``refresh`` that changed nothing costs one copy and one hash in the worker: a snapshot
 whose voxels equal the last saved ones is not saved again.
 
@@ -275,8 +279,20 @@ class LabelsAutosave(QObject):
         return not self.dirty
 
     def _save_now(self) -> None:
-        if self._layer is not None and self.dirty:
-            self._submit(baseline=False)
+        if self._layer is None or not self.dirty:
+            return
+        if self._stroke_in_progress():
+            self._timer.start()  # the release ends the stroke with a paint event; save after it
+            return
+        self._submit(baseline=False)
+
+    def _stroke_in_progress(self) -> bool:
+        """True between mouse press and release of a brush stroke (napari stages it as one undo step).
+
+        Press and every move call ``refresh()``, so a user holding the mouse still longer than
+        the delay would otherwise get a half-stroke saved. napari has no public flag for it.
+        """
+        return bool(getattr(getattr(self._layer, "__wrapped__", self._layer), "_block_history", False))
 
     def _submit(self, *, baseline: bool) -> None:
         array = np.array(self._layer.data, copy=True)  # GUI thread: the layer is only touched here

@@ -15,6 +15,9 @@ import pytest
 from dinomix_core.data.phantom import generate_case, phantom_labelmap
 from dinomix_core.io import write_image
 from dinomix_core.project import Project
+from napari.utils._proxies import ReadOnlyWrapper
+from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
+
 from napari_dinomix._autosave import LabelsAutosave, make_project_saver, replace_labels
 
 Z = 24  # the slice painted on (the small phantom is 48 x 96 x 96, z y x)
@@ -96,6 +99,44 @@ def test_paint_undo_redo_each_become_a_draft(qtbot, make_napari_viewer_proxy, pr
     rev = wait_saved(qtbot, root, ids[0], 3)
     np.testing.assert_array_equal(saved_voxels(root, rev.id), painted)
     qtbot.waitUntil(lambda: not autosave.dirty and autosave.state == "saved")
+    autosave.close()
+
+
+def drag(layer, MouseEvent, start_yx, end_yx):
+    """A mouse stroke on slice Z, through napari's own mouse callbacks."""
+    def event(kind, yx, dragging):
+        return ReadOnlyWrapper(MouseEvent(type=kind, is_dragging=dragging, position=(Z, *yx), view_direction=None,
+                                          dims_displayed=(1, 2), dims_point=(Z, 0, 0), button=1))
+
+    mouse_press_callbacks(layer, event("mouse_press", start_yx, False))
+    mouse_move_callbacks(layer, event("mouse_move", end_yx, True))
+    return lambda: mouse_release_callbacks(layer, event("mouse_release", end_yx, False))
+
+
+def test_mouse_brush_and_eraser_strokes_are_saved_after_release(qtbot, make_napari_viewer_proxy, proj, MouseEvent):
+    root, ids, truths = proj
+    viewer = make_napari_viewer_proxy()
+    layer = labels_layer(viewer, truths[0])
+    autosave = LabelsAutosave(make_project_saver(root, ids[0]), delay_ms=100)
+    autosave.attach(layer)
+    real = layer.__wrapped__  # napari's mouse callbacks take the layer itself, as in the viewer
+    real.mode, real.selected_label = "paint", 9
+
+    release = drag(real, MouseEvent, (10, 10), (80, 80))
+    qtbot.wait(300)
+    assert drafts(root, ids[0]) == []  # a stroke is one edit: nothing is saved half-way
+    release()
+    painted = np.array(layer.data)
+    assert (painted[Z] == 9).sum() > (truths[0][Z] == 9).sum() + 300
+    rev = wait_saved(qtbot, root, ids[0], 1)
+    np.testing.assert_array_equal(saved_voxels(root, rev.id), painted)
+
+    real.mode = "erase"
+    drag(real, MouseEvent, (20, 70), (70, 20))()
+    erased = np.array(layer.data)
+    assert (erased[Z] == 0).sum() > (painted[Z] == 0).sum()
+    rev = wait_saved(qtbot, root, ids[0], 2)
+    np.testing.assert_array_equal(saved_voxels(root, rev.id), erased)
     autosave.close()
 
 
