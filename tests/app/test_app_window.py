@@ -120,7 +120,7 @@ def test_settings_persist_across_a_restart(window, qtbot, env, tmp_path):
 def test_export_nnunet_from_the_menu_runs_in_the_background(window, qtbot, tmp_path):
     results = []
     window.export("nnunet", tmp_path / "export", done=lambda ok, value: results.append((ok, value)))
-    qtbot.waitUntil(lambda: results, timeout=30_000)
+    qtbot.waitUntil(lambda: bool(results), timeout=30_000)
     assert results[0][0], results
     assert len(list((tmp_path / "export" / "labelsTr").glob("*.nii.gz"))) == 2
 
