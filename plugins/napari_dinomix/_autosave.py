@@ -47,7 +47,7 @@ import itertools
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -119,7 +119,6 @@ class _Job:
     baseline: bool
     future: concurrent.futures.Future | None = None
     handled: bool = False
-    hooks: list = field(default_factory=list)
 
 
 class LabelsAutosave(QObject):
