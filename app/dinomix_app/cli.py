@@ -32,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dinomix-app: {args.screenshot}: the screenshot must be a .png file.", file=sys.stderr)
         return 2
 
-    from qtpy.QtWidgets import QApplication
+    from napari.qt import get_qapp
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    # napari's own application set-up: its theme resources (icons), tooltips, thread workers.
+    app = get_qapp()  # (its keywords are all-or-nothing: name set below)
     app.setApplicationName("DINO-Mix Studio")
     from dinomix_app.main_window import MainWindow, render_and_wait
 

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from napari.components import ViewerModel
-from napari.qt import QtViewer
+from napari.qt import QtViewer, get_qapp, get_stylesheet
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QAction, QKeySequence
 from qtpy.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
@@ -45,6 +45,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, project: str | Path | None = None, *, settings: AppSettings | None = None,
                  autosave_delay_ms: int = 2000):
+        get_qapp()  # registers napari's theme resources when the QApplication was made elsewhere
         super().__init__()
         self.settings = settings or AppSettings.load()
         if self.settings.weights_dir:
@@ -61,6 +62,7 @@ class MainWindow(QMainWindow):
         self.dock.setWidget(self.panel)
         self.dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
         self.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.resizeDocks([self.dock], [470], Qt.Horizontal)
         self.session = self.panel.session
         self.jobs = self.panel.jobs
         self._apply_device()
@@ -70,6 +72,8 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_status_bar()
         self.resize(1500, 950)
+        # napari's own theme (icons of the layer buttons included); the Window class would do this.
+        self.setStyleSheet(get_stylesheet(self.viewer.theme))
         self.session.project_changed.connect(self._on_project)
         if project is not None:
             self.open_project(project)
@@ -150,7 +154,6 @@ class MainWindow(QMainWindow):
         self._show_device()
         self.session.save_state.connect(self._show_saved)
         self.session.labels_changed.connect(lambda layer: self._show_saved("none" if layer is None else "saved"))
-        self.session.message.connect(lambda level, text: bar.showMessage(text, 8000))
         self.jobs.step.connect(self._on_step)
         self.jobs.validation.connect(self._on_validation)
         self.jobs.training_state.connect(self._on_training_state)

@@ -281,8 +281,11 @@ class AnnotationSession(QObject):
         if self.uncertainty_layer is not None and self.uncertainty_layer in self.viewer.layers:
             self.viewer.layers.remove(self.uncertainty_layer)
         case = self.project.case(self.case_id)
-        data, kwargs, _ = image_layer_data(case.volume_like(np.asarray(unc, np.float32)), name=f"{self.case_id} uncertainty")
-        kwargs.update(colormap="inferno", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6, visible=visible)
+        # One byte per voxel (0..255 = 0..1): a full CT's map costs as much as its labels, not 4x.
+        scaled = np.empty(np.shape(unc), np.uint8)
+        np.multiply(np.clip(unc, 0.0, 1.0), 255.0, out=scaled, casting="unsafe")
+        data, kwargs, _ = image_layer_data(case.volume_like(scaled), name=f"{self.case_id} uncertainty")
+        kwargs.update(colormap="inferno", contrast_limits=(0, 255), blending="additive", opacity=0.6, visible=visible)
         kwargs.setdefault("metadata", {})[LAYER_TAG] = "uncertainty"
         self.uncertainty_layer = self.viewer.add_image(data, **kwargs)
         if self.labels_layer is not None:  # keep the editable labels on top

@@ -63,6 +63,7 @@ class DinomixWidget(QWidget):
         self.session.case_opened.connect(self._on_case)
         self.session.labels_changed.connect(lambda layer: self._show_save_state("none" if layer is None else "saved"))
         self.session.project_changed.connect(lambda root: self.case_label.setText("" if root is None else Path(root).name))
+        self.jobs.training_finished.connect(self._show_new_prediction)
         self.train_panel.device.currentIndexChanged.connect(self._sync_device)
         self._sync_device()
         napari_viewer.layers.events.inserted.connect(self._on_layer_inserted)
@@ -100,6 +101,18 @@ class DinomixWidget(QWidget):
                 return
         if case_id and self.session.case_id != case_id:
             self.session.open_case(case_id)
+
+    def _show_new_prediction(self, outcome) -> None:
+        """After a run, put its prediction of the open case on screen, unless a human works on it."""
+        session = self.session
+        if outcome.status != "completed" or session.project is None or session.case_id is None:
+            return
+        revisions = session.project.revisions(session.case_id)
+        if any(r.kind == "human" for r in revisions) or (session.autosave is not None and session.autosave.dirty):
+            return
+        model = [r for r in revisions if r.kind == "model"]
+        if model and model[-1].id != (session.labels_layer.metadata.get("dinomix_revision") if session.labels_layer else None):
+            session.show_prediction(session.case_id, model[-1].id)
 
     # -- status ----------------------------------------------------------------------------
 
