@@ -26,8 +26,8 @@ PREDICT_TARGET = "napari_dinomix._job_targets:predict_cases"
 # Settings presets offered by the Train panel. "Quick" is sized for a first overlay within
 # about two minutes on a 2-core laptop (phantom-sized CT); "Standard" is the engine default.
 PRESETS: dict[str, dict] = {
-    "Quick first model": dict(student="unet3d", student_width=8, student_depth=3, patch_size=(32, 64, 64),
-                              steps=200, optimizer="adamw", lr=3e-3, batch_labeled=2, batch_unlabeled=2),
+    "Quick first model": dict(student="unet3d", student_width=8, student_depth=3, patch_size=(16, 64, 64),
+                              steps=150, optimizer="adamw", lr=3e-3, batch_labeled=2, batch_unlabeled=2),
     "Standard": dict(student="unet3d", student_width=16, student_depth=4, patch_size=(64, 128, 128),
                      steps=1000, optimizer="sgd", lr=0.03),
 }

@@ -1,0 +1,271 @@
+"""GUI responsiveness while a model trains, time to the first overlay, and memory of a full CT.
+
+    xvfb-run -a -s "-screen 0 1920x1080x24" python -m benchmarks.gui_responsiveness --json benchmarks/results/gui.json
+
+What it does, in the real app (``dinomix_app.MainWindow``, the plugin's widgets, real worker
+processes):
+
+1. opens a phantom project (6 small cases, 2 labeled) on an unlabeled case;
+2. baseline: for ``--baseline-s`` seconds, pans, zooms, changes slices and paints strokes
+   programmatically (every 50 ms) while a 10 ms QTimer probe records how late each tick
+   fires (lateness = actual gap - 10 ms);
+3. clicks Start with the Train panel's fastest settings ("Quick first model", the default
+   DINO-Mix method; without DINOv3 weights the teacher is random, and the JSON says so),
+   keeps interacting, and records the lateness for the whole run and the time from the click
+   to the first prediction overlay of the open case (``first_overlay_s``);
+4. in a fresh process (``--memory``), the peak RSS of the app with a 512 x 512 x 300 CT open
+   and a stored model revision plus its uncertainty shown as layers. Those labels come from an
+   intensity threshold (a stand-in: predicting a CT this size with a trained model is the
+   prediction-speed benchmark's job); memory depends on the layers, not on the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class StallProbe:
+    """A 10 ms QTimer; each tick's lateness is how long the event loop could not run it."""
+
+    def __init__(self, interval_ms: int = 10):
+        from qtpy.QtCore import QTimer
+
+        self.interval = interval_ms / 1000.0
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.last = None
+        self.lateness: list[float] = []
+
+    def start(self) -> None:
+        self.last = time.perf_counter()
+        self.lateness = []
+        self.timer.start()
+
+    def stop(self) -> list[float]:
+        self.timer.stop()
+        return self.lateness
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.lateness.append(max(0.0, now - self.last - self.interval) * 1000.0)
+        self.last = now
+
+
+class Interaction:
+    """What a user does meanwhile: pan, zoom, scroll slices, paint strokes (every 50 ms)."""
+
+    def __init__(self, window):
+        from qtpy.QtCore import QTimer
+
+        self.window = window
+        viewer = window.viewer
+        image = window.session.image_layer
+        self.scratch = viewer.add_labels(np.zeros(image.data.shape, np.uint8), name="scratch strokes",
+                                         scale=image.scale, translate=image.translate, opacity=0.4,
+                                         units=image.units, axis_labels=image.axis_labels)
+        window.session.viewer.layers.selection.active = window.session.labels_layer
+        self.i = 0
+        self.timer = QTimer()
+        self.timer.setInterval(50)
+        self.timer.timeout.connect(self._act)
+
+    def _act(self) -> None:
+        viewer = self.window.viewer
+        self.i += 1
+        k = self.i % 40
+        center = list(viewer.scene.camera.center)
+        center[-1] += 2.0 if k < 20 else -2.0
+        viewer.scene.camera.center = tuple(center)
+        viewer.scene.camera.zoom *= 1.01 if k < 20 else 1 / 1.01
+        step = list(viewer.dims.current_step)
+        nz = self.scratch.data.shape[0]
+        step[0] = (step[0] + (1 if k < 20 else -1)) % nz
+        viewer.dims.current_step = tuple(step)
+        z, y, x = step[0], 30 + (self.i * 3) % 40, 30 + (self.i * 5) % 40
+        self.scratch.paint((z, y, x), 1 + self.i % 5, refresh=True)
+
+
+def stats(lateness: list[float]) -> dict:
+    values = np.asarray(lateness or [0.0])
+    return {"max_ms": round(float(values.max()), 1), "p99_ms": round(float(np.percentile(values, 99)), 1),
+            "p50_ms": round(float(np.percentile(values, 50)), 2), "ticks": int(values.size)}
+
+
+def wait(app, seconds: float, until=None) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        app.processEvents()
+        if until is not None and until():
+            return True
+        time.sleep(0.002)
+    return until is None
+
+
+def responsiveness(args) -> dict:
+    from napari.qt import get_qapp
+
+    from dinomix_core.project.sample import create_sample_project
+
+    work = Path(tempfile.mkdtemp(prefix="dinomix-gui-bench-"))
+    os.environ.setdefault("DINOMIX_CONFIG_DIR", str(work / "config"))
+    os.environ.setdefault("DINOMIX_CACHE_DIR", str(work / "cache"))
+    project = create_sample_project(work / "project", cases=args.cases, labeled=2)
+    app = get_qapp()
+    from dinomix_app.main_window import MainWindow
+
+    window = MainWindow(project)
+    window.resize(1500, 950)
+    window.show()
+    session = window.session
+    unlabeled = [r.case_id for r in session.case_rows() if r.status == "unlabeled"]
+    session.open_case(unlabeled[0])
+    wait(app, 2.0)
+    interaction = Interaction(window)
+    probe = StallProbe()
+
+    interaction.timer.start()
+    probe.start()
+    wait(app, args.baseline_s)
+    baseline = stats(probe.stop())
+
+    panel = window.panel.train_panel
+    panel.preset.setCurrentText("Quick first model")
+    panel.device.setCurrentIndex(max(0, panel.device.findData(args.device)))
+    if args.steps:
+        panel.steps.setValue(args.steps)
+    teacher = panel.teacher.currentData()
+    probe.start()
+    clicked = time.perf_counter()
+    panel.start_button.click()
+    first_overlay = None
+
+    def overlay_shown() -> bool:
+        layer = session.labels_layer
+        return layer is not None and "prediction run-" in layer.name
+
+    if wait(app, args.timeout_s, overlay_shown):
+        first_overlay = time.perf_counter() - clicked
+    wait(app, args.timeout_s, lambda: not window.jobs.training)
+    during = stats(probe.stop())
+    interaction.timer.stop()
+    shot = work / "train_tab.png"
+    window.panel.tabs.setCurrentWidget(panel)
+    wait(app, 1.0)
+    window.grab().save(str(shot))
+    log = panel.log.toPlainText()
+    window.panel.shutdown()
+    window.close()
+    return {
+        "baseline": baseline, "training": during, "first_overlay_s": None if first_overlay is None else round(first_overlay, 1),
+        "training_state": window.jobs.state, "teacher": "random (no DINOv3 weights installed)" if teacher == "random" else teacher,
+        "settings": {"preset": "Quick first model", "method": panel.method.currentText(), "steps": panel.steps.value(),
+                     "device": args.device, "cases": args.cases, "labeled": 2, "phantom_size": "small",
+                     "probe_interval_ms": 10, "interaction": "pan + zoom + slice change + paint stroke every 50 ms",
+                     "worker_threads": "all cores but one"},
+        "screenshot": str(shot), "log_tail": log.splitlines()[-6:],
+    }
+
+
+def memory(args) -> dict:
+    """Peak RSS with a 512x512x300 CT and a stored model revision + uncertainty shown (fresh process)."""
+    from napari.qt import get_qapp
+
+    from dinomix_core.io import Volume, write_image
+    from dinomix_core.project import Project
+
+    work = Path(tempfile.mkdtemp(prefix="dinomix-gui-mem-"))
+    os.environ.setdefault("DINOMIX_CONFIG_DIR", str(work / "config"))
+    shape = (300, 512, 512)
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    body = ((yy - 256) / 200.0) ** 2 + ((xx - 256) / 230.0) ** 2 < 1.0
+    organ = ((yy - 220) / 60.0) ** 2 + ((xx - 200) / 80.0) ** 2 + ((zz - 150) / 90.0) ** 2 < 1.0
+    ct = np.where(body, 40, -1000).astype(np.int16) + rng.integers(-20, 20, shape, dtype=np.int16)
+    ct[organ] += 20
+    del body
+    image = write_image(Volume(ct, spacing_zyx=(1.0, 0.8, 0.8), modality="CT"), work / "big_ct_0000.nii.gz")
+    from dinomix_core.data.phantom import phantom_labelmap
+
+    with Project.init(work / "project", label_map=phantom_labelmap()) as project:
+        case = project.add_image(image).case_id
+        run = project.start_run({"note": "memory benchmark stand-in"}, "supervised", "none")
+        labels = (organ & (ct > 50)).astype(np.uint8) * 6
+        unc = np.where(organ, 0.6, 0.05).astype(np.float32)
+        project.add_prediction(run, case, labels, 0.5, None, uncertainty_map=unc)
+        project.finish_run(run, "completed")
+    del ct, organ, labels, unc
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    app = get_qapp()
+    from dinomix_app.main_window import MainWindow
+
+    window = MainWindow(work / "project")
+    window.show()
+    wait(app, 3.0)
+    session = window.session
+    session.show_uncertainty(session.labels_layer.metadata["dinomix_revision"], visible=True)
+    wait(app, 3.0)
+    layers = [(layer.name, str(layer.data.dtype), round(layer.data.nbytes / 2**20, 1)) for layer in window.viewer.layers]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    window.panel.shutdown()
+    window.close()
+    ct_mib = np.prod(shape) * 2 / 2**20
+    return {"volume_shape_zyx": list(shape), "ct_int16_mib": round(ct_mib, 1), "peak_rss_mib": round(peak, 1),
+            "peak_over_ct": round(peak / ct_mib, 2), "rss_before_window_mib": round(before, 1), "layers": layers,
+            "note": "labels are an intensity-threshold stand-in stored as a model revision (memory, not quality)"}
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cases", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=0, help="override the Quick preset's step count")
+    parser.add_argument("--baseline-s", type=float, default=15.0)
+    parser.add_argument("--timeout-s", type=float, default=900.0)
+    parser.add_argument("--memory", action="store_true", help="(internal) the memory measurement only")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args(argv)
+    if args.memory:
+        print(json.dumps(memory(args)))
+        return 0
+    result = responsiveness(args)
+    t = result["training"]
+    doc = {
+        "max_stall_ms": t["max_ms"], "p99_stall_ms": t["p99_ms"], "baseline_max_stall_ms": result["baseline"]["max_ms"],
+        "baseline_p99_stall_ms": result["baseline"]["p99_ms"], "first_overlay_s": result["first_overlay_s"],
+        **result, "machine": machine(), "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    if not args.skip_memory:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.gui_responsiveness", "--memory"], capture_output=True,
+                             text=True, check=False)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        doc["memory"] = json.loads(lines[-1]) if lines else {"error": out.stderr.strip().splitlines()[-1:]}
+    text = json.dumps(doc, indent=1)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

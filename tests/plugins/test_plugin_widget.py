@@ -1,0 +1,142 @@
+"""The dock widget's panels on a real sample project (no training: fast)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from dinomix_core.project import Project
+
+
+@pytest.fixture(scope="module")
+def sample_template(tmp_path_factory):
+    from dinomix_core.project.sample import create_sample_project
+
+    return create_sample_project(tmp_path_factory.mktemp("widget") / "sample")
+
+
+@pytest.fixture
+def widget(make_napari_viewer_proxy, qtbot, tmp_path, sample_template):
+    from napari_dinomix._widget import DinomixWidget
+
+    root = tmp_path / "sample"
+    shutil.copytree(sample_template, root)
+    viewer = make_napari_viewer_proxy()
+    w = DinomixWidget(viewer, autosave_delay_ms=100)
+    qtbot.addWidget(w)
+    assert w.session.open_project(root)
+    yield viewer, w, root
+    w.shutdown()
+
+
+def test_the_manifest_widget_command_builds_the_dock_widget(make_napari_viewer_proxy):
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    command = pm.get_command("dinomix-studio.widget")
+    cls = command.python_name.rsplit(":", 1)
+    from importlib import import_module
+
+    widget_class = getattr(import_module(cls[0]), cls[1])
+    viewer = make_napari_viewer_proxy()
+    w = widget_class(napari_viewer=viewer)
+    assert w.tabs.count() == 4
+    w.shutdown()
+
+
+def test_case_table_status_and_double_click_opens_the_best_label(widget, qtbot):
+    viewer, w, root = widget
+    table = w.project_panel.table
+    statuses = {table.item(r, 0).text(): table.item(r, 1).text() for r in range(table.rowCount())}
+    assert list(statuses.values()).count("labeled") == 2 and list(statuses.values()).count("unlabeled") == 2
+    labeled_row = next(r for r in range(table.rowCount()) if table.item(r, 1).text() == "labeled")
+    table.cellDoubleClicked.emit(labeled_row, 0)
+    case_id = table.item(labeled_row, 0).text()
+    assert w.session.case_id == case_id
+    with Project.open(root, tidy=False) as p:
+        truth = p.load_labels(p.label_revision(case_id).id).array
+    assert np.array_equal(w.session.labels_layer.data, truth)
+    # layers line up in world space (mm): same transform for image and labels
+    assert np.allclose(w.session.image_layer.scale, w.session.labels_layer.scale)
+    assert np.allclose(w.session.image_layer.translate, w.session.labels_layer.translate)
+    assert tuple(w.session.image_layer.contrast_limits) == (-135.0, 215.0)  # Abdomen W350/L40
+
+
+def test_next_suggested_says_why(widget):
+    viewer, w, root = widget
+    w.project_panel.open_next()
+    assert w.session.case_id is not None
+    assert "random order" in w.project_panel.reason_label.text()
+
+
+def test_classes_panel_paints_the_clicked_class_and_reports_volumes_in_ml(widget, qtbot):
+    viewer, w, root = widget
+    w.project_panel.open_next()  # an unlabeled case: empty labels
+    panel = w.classes_panel
+    label_map = w.session.label_map
+    assert panel.table.rowCount() == label_map.num_classes - 1
+    panel.select_class(6)
+    assert w.session.labels_layer.selected_label == 6
+    layer = w.session.labels_layer
+    box = np.zeros(layer.data.shape, bool)
+    box[10:12, 40:50, 40:50] = True  # 200 voxels of liver
+    layer.data_setitem(np.nonzero(box), 6)
+    qtbot.waitUntil(lambda: panel.table.item(5, 2).text() != "0.0", timeout=5000)
+    case = w.session.project.case(w.session.case_id)
+    expected = 200 * float(np.prod(case.spacing_zyx)) / 1000.0
+    assert float(panel.table.item(5, 2).text()) == pytest.approx(expected, abs=0.06)
+    panel.window_buttons["Bone"].click()
+    assert tuple(w.session.image_layer.contrast_limits) == (-100.0, 900.0)
+
+
+def test_switching_case_leaves_no_undo_into_the_other_case(widget, qtbot):
+    viewer, w, root = widget
+    rows = w.session.case_rows()
+    first, second = rows[2].case_id, rows[3].case_id
+    w.session.open_case(first)
+    w.session.labels_layer.paint((20, 48, 48), 3, refresh=True)
+    qtbot.waitUntil(lambda: w.save_state == "saved", timeout=10_000)
+    w.session.open_case(second)
+    before = np.asarray(w.session.labels_layer.data).copy()
+    w.session.labels_layer.undo()
+    assert np.array_equal(w.session.labels_layer.data, before)
+    assert not before.any()
+
+
+def test_revisions_are_listed_and_any_one_can_be_restored(widget, qtbot):
+    viewer, w, root = widget
+    case = w.session.case_rows()[2].case_id
+    w.session.open_case(case)
+    layer = w.session.labels_layer
+    layer.paint((20, 48, 48), 2, refresh=True)
+    qtbot.waitUntil(lambda: w.save_state == "saved", timeout=10_000)
+    first_draft = np.asarray(layer.data).copy()
+    layer.paint((30, 20, 20), 5, refresh=True)
+    qtbot.waitUntil(lambda: w.save_state == "saved", timeout=10_000)
+    assert w.session.accept() is not None
+    listing = [w.predict_panel.revisions.item(i).text() for i in range(w.predict_panel.revisions.count())]
+    assert "LABEL" in listing[0] and any("draft" in t for t in listing[1:])
+    draft_id = w.predict_panel.revisions.item(len(listing) - 1).data(0x0100)  # Qt.UserRole: the oldest draft
+    assert w.session.restore(int(draft_id))
+    assert np.array_equal(w.session.labels_layer.data, first_draft)
+    with Project.open(root, tidy=False) as p:
+        assert p.current_revision(case).note.startswith("restored from revision")
+
+
+def test_engine_errors_are_readable_messages(widget, tmp_path):
+    viewer, w, root = widget
+    assert not w.session.open_project(tmp_path / "not-a-project")
+    level, text = w.last_message
+    assert level == "error" and "not a DINO-Mix project" in text and "\n" not in text
+    assert w.session.root == root.resolve()  # the open project is kept
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    w.session.add_scans([bad])
+    assert w.last_message[0] in ("warning", "error") and "broken.nii.gz" in w.last_message[1]
+    # no trained model yet: predicting says so instead of failing
+    w.session.open_case(w.session.case_rows()[2].case_id)
+    assert not w.predict_panel.predict_current()
+    assert "train" in w.last_message[1].lower()
