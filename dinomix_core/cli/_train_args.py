@@ -40,7 +40,7 @@ def add_training_options(p: argparse.ArgumentParser, *, steps: int = 1000) -> No
     g.add_argument("--token-stride", type=int, default=8, help="voxels per DINOv3 token in-plane (4 for small organs on GPU)")
     g.add_argument("--token-source", choices=("cache", "online"), default="cache",
                    help="cache: teacher tokens once per volume (default); online: a teacher forward per step (ablation)")
-    g.add_argument("--val-every", type=int, default=0, help="validate every N steps (needs --val)")
+    g.add_argument("--val-every", type=int, default=0, help="validate every N steps (--data: needs --val; --project: 0 = every steps/5)")
     g.add_argument("--checkpoint-every", type=int, default=50)
     g.add_argument("--no-augment", action="store_true")
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")

@@ -18,6 +18,7 @@ import numpy as np
 
 from dinomix_core.data.preprocess import DEFAULT_STRIDE, STUDENT_CLIP_HU, TEACHER_WINDOW, student_intensity
 from dinomix_core.data.token_cache import TokenCache, compute_tokens
+from dinomix_core.engine.events import check_cancel
 from dinomix_core.io import LabelMap, Volume, load_dataset_json, read_labels, read_volume
 from dinomix_core.io.errors import DinomixInputError
 
@@ -214,16 +215,25 @@ def load_cases(
     clip: tuple[float, float] = STUDENT_CLIP_HU,
     progress: Callable[[int, int, str], None] | None = None,
     token_progress: Callable[[str, int, int], None] | None = None,
+    start_progress: Callable[[int, int, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> list[LoadedCase]:
     """Read cases through ``dinomix_core.io`` and prepare them for training.
 
     Labels are checked against their image's grid and ``labelmap`` by ``read_labels``. With a
     ``teacher``, tokens come from ``cache`` (or are computed without caching when it is None)
-    using the teacher ``window`` (width, level HU) and token ``stride``. ``progress`` gets
-    (cases done, total, case id); ``token_progress`` gets (case id, slices done, total).
+    using the teacher ``window`` (width, level HU) and token ``stride``. ``start_progress``
+    gets (cases done, total, case id) before a case is read, ``progress`` the same after it;
+    ``token_progress`` gets (case id, slices done, total) before the first teacher batch and
+    after each (with all slices done at once when the tokens were cached). ``cancel()`` is
+    checked before every case, before its tokens and before every teacher batch: True raises
+    :class:`~dinomix_core.engine.events.Cancelled`.
     """
     loaded: list[LoadedCase] = []
     for number, spec in enumerate(specs, start=1):
+        check_cancel(cancel, f"loading cases ({number - 1} of {len(specs)} read)")
+        if start_progress is not None:
+            start_progress(number - 1, len(specs), spec.case_id)
         volume = read_volume(spec.image_path)
         hu = volume.array
         label = None
@@ -233,11 +243,22 @@ def load_cases(
             label = read_labels(spec.label_path, reference=volume, labelmap=labelmap).array
         tokens = None
         if teacher is not None:
-            report = None if token_progress is None else (lambda done, total, cid=spec.case_id: token_progress(cid, done, total))
+            check_cancel(cancel, f"loading case {spec.case_id}")
+            report = None
+            if token_progress is not None:
+                seen = [0]
+
+                def report(done, total, cid=spec.case_id, seen=seen):
+                    seen[0] = done
+                    token_progress(cid, done, total)
+
+                report(0, hu.shape[0])  # before the first batch: "this case's tokens are next"
             if cache is not None:
-                tokens = cache.get(hu, teacher, window=window, stride=stride, progress=report)
+                tokens = cache.get(hu, teacher, window=window, stride=stride, progress=report, cancel=cancel)
             else:
-                tokens = compute_tokens(hu, teacher, window=window, stride=stride, progress=report)
+                tokens = compute_tokens(hu, teacher, window=window, stride=stride, progress=report, cancel=cancel)
+            if report is not None and seen[0] != hu.shape[0]:  # found in the cache: report it done
+                report(hu.shape[0], hu.shape[0])
         image = student_intensity(hu, clip)
         loaded.append(
             LoadedCase(

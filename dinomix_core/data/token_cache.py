@@ -31,6 +31,7 @@ from dinomix_core.data.preprocess import (
     teacher_slices,
     token_grid,
 )
+from dinomix_core.engine.events import check_cancel
 from dinomix_core.io.atomic import atomic_path
 
 #: Bumped when the on-disk layout changes.
@@ -103,11 +104,13 @@ def compute_tokens(
     stride: int = DEFAULT_STRIDE,
     batch_slices: int = 8,
     progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Teacher tokens of every axial slice: (z, y, x) HU -> float16 (z, C, h, w), no caching.
 
     Slices go through the teacher ``batch_slices`` at a time to bound memory; ``progress`` is
-    called with (slices done, total) after each batch.
+    called with (slices done, total) after each batch. ``cancel()`` is checked before every
+    batch: True raises :class:`~dinomix_core.engine.events.Cancelled`.
     """
     array = np.asarray(volume_array_hu)
     if array.ndim != 3:
@@ -123,6 +126,7 @@ def compute_tokens(
     step = max(1, int(batch_slices))
     with torch.inference_mode():
         for start in range(0, z, step):
+            check_cancel(cancel, f"computing teacher tokens ({start} of {z} slices)")
             stop = min(z, start + step)
             images = teacher_slices(array[start:stop], window=window, stride=stride, device=device, mean=mean, std=std)
             tokens = teacher.encode(images)
@@ -167,8 +171,13 @@ class TokenCache:
         stride: int = DEFAULT_STRIDE,
         batch_slices: int = 8,
         progress: ProgressFn | None = None,
+        cancel: Callable[[], bool] | None = None,
     ) -> np.ndarray:
-        """Tokens for a (z, y, x) HU volume: float16 (z, C, h, w), from memory, disk or the teacher."""
+        """Tokens for a (z, y, x) HU volume: float16 (z, C, h, w), from memory, disk or the teacher.
+
+        ``progress`` / ``cancel``: as in :func:`compute_tokens` (only called when the tokens are
+        computed). A cancelled computation stores nothing.
+        """
         array = np.asarray(volume_array_hu)
         stride = check_stride(stride)
         mean, std = _normalisation(teacher)
@@ -185,7 +194,8 @@ class TokenCache:
             else:
                 self.cache_stats.misses += 1
                 tokens = compute_tokens(
-                    array, teacher, window=window, stride=stride, batch_slices=batch_slices, progress=progress
+                    array, teacher, window=window, stride=stride, batch_slices=batch_slices, progress=progress,
+                    cancel=cancel,
                 )
                 tokens = self._store(key, tokens)
             tokens.flags.writeable = False

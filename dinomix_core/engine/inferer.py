@@ -43,6 +43,7 @@ from dinomix_core.engine._windows import (
     pad_amounts,
     windows_touching,
 )
+from dinomix_core.engine.events import Cancelled
 from dinomix_core.io.volume import Volume
 
 __all__ = [
@@ -59,8 +60,11 @@ Cancel = Callable[[], bool]
 _SLAB = 8  # z-slices finalised at a time: bounds the temporaries of normalise/argmax
 
 
-class InferenceCancelled(RuntimeError):
-    """Raised when ``cancel()`` returned True between two window batches; nothing is returned."""
+class InferenceCancelled(Cancelled):
+    """Raised when ``cancel()`` returned True between two window batches; nothing is returned.
+
+    A ``RuntimeError`` (through :class:`~dinomix_core.engine.events.Cancelled`).
+    """
 
 
 def sliding_window_probs(

@@ -20,13 +20,16 @@ from dinomix_core.data.token_cache import TokenCache
 from dinomix_core.engine.checkpoint import MODEL_KIND, load_checkpoint
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.distributed import DistContext
-from dinomix_core.engine.events import CancelToken, StageEvent, emit_all
-from dinomix_core.engine.inferer import predict_volume
+from dinomix_core.engine.events import CancelToken, Cancelled, StageEvent, TrainingCancelled, emit_all
+from dinomix_core.engine.inferer import body_mask, predict_volume
 from dinomix_core.engine.trainer import TeacherInfo, Trainer, TrainResult
 from dinomix_core.io import LabelMap, Volume, read_volume, write_labels
 from dinomix_core.io.errors import DinomixInputError
 from dinomix_core.models import student_from_config
 from dinomix_core.models.teacher import build_teacher
+from dinomix_core.project.ranking import uncertainty_summary
+
+_SLAB = 8  # z-slices per step of the per-voxel uncertainty: bounds its temporaries
 
 
 def default_cache_dir() -> Path:
@@ -74,6 +77,7 @@ def train_on_specs(
     here from ``teacher_weights``.
     """
     dist = dist or DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    callbacks = list(callbacks)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if teacher is None:
@@ -85,17 +89,22 @@ def train_on_specs(
     cache = TokenCache(cache_dir if cache_dir is not None else default_cache_dir()) if cached else None
 
     def load(specs, what):
-        emit_all(list(callbacks), StageEvent("loading", f"{len(specs)} {what} cases", 0, len(specs)))
+        emit_all(callbacks, StageEvent("loading", f"{len(specs)} {what} cases"))
         return load_cases(
             specs, labelmap=labelmap, teacher=teacher if cached else None, cache=cache,
             window=tuple(config.teacher_window), stride=config.token_stride, clip=config.intensity_window,
-            token_progress=(lambda cid, done, total: emit_all(list(callbacks), StageEvent("teacher-tokens", cid, done, total))),
+            start_progress=lambda done, total, cid: emit_all(callbacks, StageEvent("loading", cid, done, total)),
+            token_progress=lambda cid, done, total: emit_all(callbacks, StageEvent("teacher-tokens", cid, done, total)),
+            cancel=cancel,
         )
 
     unl_specs = [replace(s, label_path=None) for s in unlabeled] if config.uses_unlabeled else []
-    loaded_l = load(labeled, "labeled")
-    loaded_u = load(unl_specs, "unlabeled")
-    loaded_v = load_cases(val, labelmap=labelmap, clip=config.intensity_window) if val else []
+    try:
+        loaded_l = load(labeled, "labeled")
+        loaded_u = load(unl_specs, "unlabeled")
+        loaded_v = load_cases(val, labelmap=labelmap, clip=config.intensity_window, cancel=cancel) if val else []
+    except Cancelled as exc:
+        raise TrainingCancelled(f"{exc}; nothing trained yet") from None
     trainer = Trainer(
         config, loaded_l, loaded_u, labelmap, out_dir=out_dir, teacher=info,
         online_teacher=teacher if (teacher is not None and not cached) else None,
@@ -153,13 +162,59 @@ class LoadedModel:
     def preprocess(self, hu: np.ndarray) -> np.ndarray:
         return student_intensity(hu, self.clip)
 
-    def predict(self, volume: Volume, *, tta: bool = False, progress=None, cancel=None, return_probs: bool = False):
-        """Labels on ``volume``'s exact grid (z, y, x); optionally (C, z, y, x) probabilities."""
+    def predict(self, volume: Volume, *, tta: bool = False, progress=None, cancel=None, return_probs: bool = False,
+                skip_mask: np.ndarray | None = None):
+        """Labels on ``volume``'s exact grid (z, y, x); optionally (C, z, y, x) probabilities.
+
+        Windows outside the body of a CT are skipped (its labels there are background), or
+        outside ``skip_mask`` when given (labels there are then left as predicted).
+        """
+        options = {} if skip_mask is None else {"skip_mask": skip_mask, "skip_outside_body": False}
         return predict_volume(
             self.model, volume, preprocess=self.preprocess, window=self.window, overlap=0.5,
             sw_batch_size=2, device=self.device, tta_flips=(1, 2) if tta else (), progress=progress,
-            cancel=cancel, return_probs=return_probs,
+            cancel=cancel, return_probs=return_probs, **options,
         )
+
+
+def voxel_uncertainty(probs: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Per-voxel normalised entropy of (C, z, y, x) class probabilities: float16 (z, y, x) in [0, 1].
+
+    0 = one class is certain, 1 = all classes equally likely. Computed slab by slab, so the
+    only full-size array besides ``probs`` is the float16 result.
+    """
+    probs = torch.as_tensor(probs)
+    classes = probs.shape[0]
+    out = np.empty(tuple(probs.shape[1:]), dtype=np.float16)
+    norm = float(np.log(classes)) if classes > 1 else 1.0
+    for z0 in range(0, probs.shape[1], _SLAB):
+        p = probs[:, z0 : z0 + _SLAB].float()
+        entropy = torch.special.xlogy(p, p).sum(dim=0).neg_().div_(norm).clamp_(0.0, 1.0)
+        out[z0 : z0 + _SLAB] = entropy.numpy()
+    return out
+
+
+def predict_with_uncertainty(model: LoadedModel, volume: Volume, *, class_weights=None, tta: bool = False,
+                             progress=None, cancel=None):
+    """Labels, per-voxel uncertainty and the case score of one CT volume.
+
+    Returns ``(labels, uncertainty, score, class_uncertainty)``: the label Volume on
+    ``volume``'s exact grid; float16 (z, y, x) normalised entropy in [0, 1] (0 outside the
+    body of a CT, where the labels are background by construction); the case score and the
+    per-class mean entropy (class value -> [0, 1]) of :func:`ranking.uncertainty_summary`
+    with ``class_weights``. ``progress(done, total)`` counts windows; ``cancel()`` raises
+    ``InferenceCancelled`` between window batches.
+    """
+    body = body_mask(np.asarray(volume.array)) if (volume.modality or "").upper() == "CT" else None
+    labels, probs = model.predict(volume, tta=tta, progress=progress, cancel=cancel, return_probs=True, skip_mask=body)
+    uncertainty = voxel_uncertainty(probs)
+    score, per_class = uncertainty_summary(probs.numpy(), class_weights)
+    del probs
+    if body is not None:
+        outside = ~body
+        labels.array[outside] = 0
+        uncertainty[outside] = 0
+    return labels, uncertainty, float(score), per_class
 
 
 def predict_file(model: LoadedModel, input_path: str | Path, output_path: str | Path, *, tta: bool = False, progress=None) -> Volume:

@@ -1,96 +1,90 @@
-"""`dinomix train --project`: train on an annotation project and write predictions back.
+"""The project side of a training job: which cases train, which validate, where the run goes,
+and how its predictions come back.
 
-Final human labels are the labeled set, every other case is unlabeled. The run is recorded
-in the project (config, teacher, status, metrics, checkpoint); each unlabeled case gets the
-new model's prediction as a ``model`` revision with an uncertainty score, which orders the
-next-scan ranking. Human revisions are never touched.
+Final human labels are the labeled set, every other case is unlabeled. With at least
+``MIN_LABELS_TO_HOLD_OUT`` labels one labeled case (the user's choice, else the last by id) is
+held out for validation; with fewer, validation measures the training cases and says so.
+Each unlabeled case gets the new model's prediction as a ``model`` revision with its
+uncertainty (a case score for the next-scan ranking and a per-voxel map); human revisions are
+never touched. :func:`dinomix_core.engine.jobs.run_train_job` puts these pieces together.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from dinomix_core.data.dataset import CaseSpec
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.distributed import DistContext
-from dinomix_core.engine.events import CancelToken, StageEvent, TrainingCancelled, emit_all
-from dinomix_core.engine.pipeline import LoadedModel, make_teacher, train_on_specs
-from dinomix_core.engine.trainer import TrainResult
-from dinomix_core.io import read_labels, read_volume
+from dinomix_core.engine.events import StageEvent, check_cancel
+from dinomix_core.engine.pipeline import LoadedModel, predict_with_uncertainty
+from dinomix_core.io import LabelMap, read_labels, read_volume
 from dinomix_core.io.errors import DinomixInputError
-from dinomix_core.project import Project
-from dinomix_core.project.ranking import tail_class_weights, uncertainty_summary
+from dinomix_core.project import Project, Run
+from dinomix_core.project.ranking import tail_class_weights
+
+MIN_LABELS_TO_HOLD_OUT = 3
 
 
-def train_project(
-    project_dir: str | Path,
-    config: TrainConfig,
-    *,
-    out_dir: str | Path | None = None,
-    teacher_weights: str | None = None,
-    teacher_overrides: dict | None = None,
-    callbacks: Sequence = (),
-    cancel: CancelToken | None = None,
-    dist: DistContext | None = None,
-    resume: bool = False,
-    cache_dir: str | Path | None = None,
-    predict: bool = True,
-) -> TrainResult:
-    dist = dist or DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    callbacks = list(callbacks)
-    project = Project.open(project_dir)
-    try:
-        labeled, unlabeled = project.training_split()
-        if not labeled:
-            raise DinomixInputError(project_dir, "has no case with a final human label.",
-                                    f"label at least one case: `dinomix project label {project_dir} CASE LABELFILE`.")
-        labelmap = project.require_label_map()
-        teacher = make_teacher(config, teacher_weights, dist.device, arch_overrides=teacher_overrides)
-        teacher_id = "none" if teacher is None else teacher.teacher_id
-        run_id = _run_to_use(project, config, teacher_id, resume, dist)
-        run_dir = Path(out_dir) if out_dir else project.runs_dir(run_id)
-        specs_l = [CaseSpec(c.case_id, Path(c.image_path), Path(c.label_path)) for c in labeled]
-        specs_u = [CaseSpec(c.case_id, Path(c.image_path), None) for c in unlabeled]
-        try:
-            result = train_on_specs(
-                config, specs_l, specs_u, labelmap, run_dir, teacher=teacher, callbacks=callbacks, cancel=cancel,
-                dist=dist, resume=resume, cache_dir=cache_dir if cache_dir is not None else project.cache_dir / "tokens",
-            )
-            if dist.is_main and predict:
-                _store_predictions(project, run_id, result.model_path, specs_l, specs_u, labelmap, callbacks, cancel)
-        except TrainingCancelled:
-            if dist.is_main:
-                project.finish_run(run_id, "cancelled", {"note": "cancelled; resume with --resume"})
-            raise
-        except BaseException:
-            if dist.is_main:
-                project.finish_run(run_id, "failed")
-            raise
-        if dist.is_main:
-            metrics = {"last_losses": result.history[-1] if result.history else {}, "steps": result.steps_done}
-            if result.validation:
-                metrics["validation"] = result.validation
-            project.finish_run(run_id, "completed", metrics, result.model_path)
-        return result
-    finally:
-        project.close()
+@dataclass
+class ProjectSplit:
+    """What a project run trains and validates on (paths checked against the store's hashes)."""
+
+    labelmap: LabelMap
+    labeled: list[CaseSpec]  # trained on, with labels
+    unlabeled: list[CaseSpec]  # trained on without labels; predicted afterwards
+    validation: list[CaseSpec] = field(default_factory=list)  # held out, with labels
+    held_out: bool = False  # False: validation measures the labeled training cases
+
+    @property
+    def validation_ids(self) -> tuple[str, ...]:
+        cases = self.validation if self.held_out else self.labeled
+        return tuple(c.case_id for c in cases)
 
 
-def _run_to_use(project: Project, config: TrainConfig, teacher_id: str, resume: bool, dist: DistContext) -> int:
-    if resume:
-        run = project.latest_run()
-        if run is None or run.status == "completed":
-            raise DinomixInputError(project.root, "has no unfinished run to resume.", "start a new run without --resume.")
-        if dist.is_main and run.finished_at is not None:  # cancelled or failed: reopen it
-            project.resume_run(run.id)
+def project_split(project: Project, validation_case: str | None = None) -> ProjectSplit:
+    """The labeled / unlabeled / held-out split of ``project`` (see the module docstring)."""
+    labeled, unlabeled = project.training_split()
+    if not labeled:
+        raise DinomixInputError(project.root, "has no case with a final human label.",
+                                f"label at least one case: `dinomix project label {project.root} CASE LABELFILE`.")
+    labelmap = project.require_label_map()
+    specs_l = [CaseSpec(c.case_id, Path(c.image_path), Path(c.label_path)) for c in labeled]
+    specs_u = [CaseSpec(c.case_id, Path(c.image_path), None) for c in unlabeled]
+    ids = [c.case_id for c in specs_l]
+    if validation_case is not None and validation_case not in ids:
+        raise DinomixInputError(project.root, f"case {validation_case!r} cannot be the validation case: it has no "
+                                "final human label.", f"choose one of the labeled cases: {', '.join(ids)}.")
+    if len(specs_l) < MIN_LABELS_TO_HOLD_OUT:
+        return ProjectSplit(labelmap, specs_l, specs_u, [], held_out=False)
+    chosen = validation_case if validation_case is not None else ids[-1]
+    val = [c for c in specs_l if c.case_id == chosen]
+    return ProjectSplit(labelmap, [c for c in specs_l if c.case_id != chosen], specs_u, val, held_out=True)
+
+
+def run_to_resume(project: Project) -> Run:
+    """The project's latest run, which must be unfinished (cancelled, failed or interrupted)."""
+    run = project.latest_run()
+    if run is None or run.status == "completed":
+        raise DinomixInputError(project.root, "has no unfinished run to resume.", "start a new run without resume.")
+    return run
+
+
+def open_run(project: Project, config: TrainConfig, teacher_id: str, previous: Run | None, dist: DistContext) -> int:
+    """Record a new run (or reopen ``previous`` under this process); returns its id.
+
+    Only rank 0 writes to the project; other ranks follow its run.
+    """
+    if previous is not None:
+        if dist.is_main:  # refused while the run is still alive in another process
+            project.resume_run(previous.id)
         dist.barrier()
-        return run.id
+        return previous.id
     if not dist.is_main:
-        # Ranks other than 0 never write to the project; they follow rank 0's run folder.
         dist.barrier()
         return project.latest_run().id
     run_id = project.start_run(config.to_dict(), config.method, teacher_id)
@@ -98,20 +92,49 @@ def _run_to_use(project: Project, config: TrainConfig, teacher_id: str, resume: 
     return run_id
 
 
-def _store_predictions(project, run_id, model_path, specs_l, specs_u, labelmap, callbacks, cancel) -> None:
-    model = LoadedModel(model_path)
-    counts = np.zeros(labelmap.num_classes, np.int64)
-    for spec in specs_l:
-        image = read_volume(spec.image_path)
-        lab = read_labels(spec.label_path, reference=image, labelmap=labelmap).array
-        counts += np.bincount(lab.reshape(-1), minlength=labelmap.num_classes)[: labelmap.num_classes]
-    weights = tail_class_weights(counts)
-    for number, spec in enumerate(specs_u, start=1):
-        if cancel is not None and cancel.cancelled:
-            raise TrainingCancelled("cancelled while storing predictions")
-        emit_all(callbacks, StageEvent("predicting", spec.case_id, number - 1, len(specs_u)))
+def resumed_config(run: Run, requested: dict) -> dict:
+    """The config of a resumed run: what it recorded, updated with what was asked for now."""
+    return {**(run.config or {}), **(requested or {})}
+
+
+def class_weights(label_arrays: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """Tail-favouring class weights for the uncertainty score, from the labeled voxel counts."""
+    counts = np.zeros(num_classes, np.int64)
+    for labels in label_arrays:
+        counts += np.bincount(np.asarray(labels).reshape(-1), minlength=num_classes)[:num_classes]
+    return tail_class_weights(counts)
+
+
+def project_class_weights(project: Project) -> np.ndarray | None:
+    """:func:`class_weights` of the project's final human labels (None without labels)."""
+    labelmap = project.label_map
+    labeled, _ = project.training_split(strict=False)
+    if labelmap is None or not labeled:
+        return None
+    return class_weights((read_labels(c.label_path, labelmap=labelmap).array for c in labeled), labelmap.num_classes)
+
+
+def predicted_by(project: Project, run_id: int) -> set[str]:
+    """Cases that already hold a (not removed) prediction of run ``run_id``."""
+    return {row["case_id"] for row in project.predictions(run_id)}
+
+
+def store_predictions(project: Project, run_id: int, model: LoadedModel, specs: Sequence[CaseSpec], weights,
+                      emit: Callable, cancel: Callable[[], bool] | None, *, skip: set[str] = frozenset()) -> int:
+    """Predict ``specs`` with ``model`` and store each as a ``model`` revision of ``run_id``.
+
+    Emits ``StageEvent("predicting", case id, windows done, windows total)`` window batch by
+    window batch; ``cancel`` stops between window batches (raising ``InferenceCancelled``)
+    and between cases; a case is stored whole or not at all. Cases in ``skip`` (predicted by
+    this run before it was interrupted) are not predicted again. Returns the number stored.
+    """
+    todo = [s for s in specs if s.case_id not in skip]
+    for spec in todo:
+        check_cancel(cancel, "storing predictions")
         volume = read_volume(spec.image_path)
-        labels, probs = model.predict(volume, return_probs=True)
-        score, per_class = uncertainty_summary(probs.numpy(), weights)
-        project.add_prediction(run_id, spec.case_id, labels, score, per_class)
-    emit_all(callbacks, StageEvent("predicting", f"{len(specs_u)} predictions stored", len(specs_u), len(specs_u)))
+        labels, uncertainty, score, per_class = predict_with_uncertainty(
+            model, volume, class_weights=weights, cancel=cancel,
+            progress=lambda done, total, cid=spec.case_id: emit(StageEvent("predicting", cid, done, total)),
+        )
+        project.add_prediction(run_id, spec.case_id, labels, score, per_class, uncertainty_map=uncertainty)
+    return len(todo)

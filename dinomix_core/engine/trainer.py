@@ -34,7 +34,7 @@ from dinomix_core.engine.events import (
     emit_all,
 )
 from dinomix_core.engine.metrics import evaluate_arrays
-from dinomix_core.engine.inferer import predict_labels
+from dinomix_core.engine.inferer import InferenceCancelled, predict_labels
 from dinomix_core.engine.objective import Objective, StudentWithHead
 from dinomix_core.io import LabelMap
 from dinomix_core.io.atomic import atomic_write_text
@@ -69,8 +69,14 @@ class Trainer:
 
     ``labeled``/``unlabeled``/``val_cases``: ``dinomix_core.data.LoadedCase`` lists (arrays in
     (z, y, x)); FKD needs their ``tokens`` (cache) unless ``online_teacher`` is given.
+    ``val_held_out``: whether ``val_cases`` are kept out of training (False: they are training
+    cases, reported as such in every ``ValidationEvent``). ``announce_done``: emit the
+    ``"done"`` stage when ``fit`` ends (a job that does more afterwards announces it itself).
     Files written to ``out_dir``: ``model.pt`` (inference), ``last.pt`` (resume state),
     ``run.json`` (config, teacher, loss history, validation).
+
+    ``cancel`` is checked before every step and every validation window batch; a cancelled
+    ``fit`` saves ``last.pt`` at the steps done and raises ``TrainingCancelled``.
     """
 
     def __init__(
@@ -87,6 +93,8 @@ class Trainer:
         callbacks: Sequence = (),
         cancel: CancelToken | None = None,
         dist: DistContext | None = None,
+        val_held_out: bool = True,
+        announce_done: bool = True,
     ):
         self.cfg = config
         self.labelmap = labelmap
@@ -94,6 +102,8 @@ class Trainer:
         self.teacher = teacher or TeacherInfo()
         self.online_teacher = online_teacher
         self.val_cases = list(val_cases)
+        self.val_held_out = bool(val_held_out)
+        self.announce_done = bool(announce_done)
         self.callbacks = list(callbacks)
         self.cancel = cancel or CancelToken()
         self.dist = dist or DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -181,17 +191,27 @@ class Trainer:
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
                     self._save_state(done)
                 if cfg.val_every and self.val_cases and done % cfg.val_every == 0 and done < cfg.steps:
-                    self.validate(done)
+                    self._validate_or_stop(done)
+                    self._emit(StageEvent("training", f"{cfg.method}: steps {done}..{cfg.steps}", done, cfg.steps))
         finally:
             self.batches.close()  # the prefetch thread, if any
         done = cfg.steps
         if self.val_cases:
-            self.validate(done)
+            self._validate_or_stop(done)
         state_path = self._save_state(done)
         model_path = self.save_model(self.out_dir / "model.pt", done)
         run_json = self._write_run_json(done, time.perf_counter() - tic)
-        self._emit(StageEvent("done", f"model saved to {model_path}", done, cfg.steps))
+        if self.announce_done:
+            self._emit(StageEvent("done", f"model saved to {model_path}", done, cfg.steps))
         return TrainResult(model_path, state_path, run_json, done, self.history, self.validation)
+
+    def _validate_or_stop(self, step: int) -> None:
+        """Validate; a cancel during it keeps the state at ``step`` (resumable) and stops the run."""
+        try:
+            self.validate(step)
+        except InferenceCancelled:
+            self._save_state(step)
+            raise TrainingCancelled(f"cancelled while validating at step {step}; resume with --resume") from None
 
     def train_step(self, step: int) -> dict:
         cfg = self.cfg
@@ -217,26 +237,37 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, step: int) -> dict:
-        """Per-class Dice (%) of the student on the validation cases, by sliding window."""
+        """Per-class Dice (%) of the student on the validation cases, by sliding window.
+
+        Emits ``StageEvent("validating", case id, windows done, windows total)`` per window
+        batch and then one ``ValidationEvent``; ``cancel`` raises ``InferenceCancelled``.
+        """
         self.model.eval()
         preds, gts, spacings = [], [], []
-        for case in self.val_cases:
-            preds.append(self.predict_array(case.image))
-            gts.append(case.label)
-            spacings.append(case.spacing_zyx)
-        self.model.train()
+        try:
+            for case in self.val_cases:
+                def progress(done, total, cid=case.case_id):
+                    self._emit(StageEvent("validating", cid, done, total))
+
+                preds.append(self.predict_array(case.image, progress=progress, cancel=self.cancel))
+                gts.append(case.label)
+                spacings.append(case.spacing_zyx)
+        finally:
+            self.model.train()
+        case_ids = [c.case_id for c in self.val_cases]
         report = evaluate_arrays(preds, gts, spacings, self.labelmap.num_classes, class_names=self.labelmap.names,
-                                 case_ids=[c.case_id for c in self.val_cases])
-        self.validation = {"step": step, **report}
+                                 case_ids=case_ids)
+        self.validation = {"step": step, "held_out": self.val_held_out, **report}
         per_class = {name: v.get("dice") for name, v in report["per_class"].items()}
-        self._emit(ValidationEvent(step, per_class, report.get("mean_dice"), report.get("tail_dice")))
+        self._emit(ValidationEvent(step, per_class, report.get("mean_dice"), report.get("tail_dice"),
+                                   cases=tuple(case_ids), held_out=self.val_held_out))
         return self.validation
 
-    def predict_array(self, image: np.ndarray) -> np.ndarray:
+    def predict_array(self, image: np.ndarray, *, progress=None, cancel=None) -> np.ndarray:
         """Labels (z, y, x) for a preprocessed [0, 1] image, sliding window at the patch size."""
         return predict_labels(
             self.student, image, window=self.cfg.patch_size, overlap=0.5, sw_batch_size=2,
-            device=self.device, amp=self.cfg.amp,
+            device=self.device, amp=self.cfg.amp, progress=progress, cancel=cancel,
         )
 
     def save_model(self, path: Path, step: int) -> Path:

@@ -4,6 +4,11 @@ A run is recorded when it starts (so a crash still leaves a trace: a ``running``
 process is gone reads as ``interrupted``) and closed with its status, per-class metrics and
 checkpoint. Its predictions become ``model`` revisions: they sit beside the human revisions
 and never replace them.
+
+A prediction may keep its per-voxel uncertainty (normalised entropy, quantised to uint8
+0..255 on the case's grid) in ``runs/run-NNNN/uncertainty/<revision file>.uncertainty.nii.gz``:
+named after the revision's own file, so no table records it, and kept under ``runs/``
+because ``tidy`` sets aside every file of ``predictions/`` that no revision row names.
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
+from dinomix_core.io import read_labels, write_labels
 from dinomix_core.project._util import utc_now
 from dinomix_core.project.cases import IMAGE_OK
 from dinomix_core.project.errors import ImageChangedError, ProjectError
 
 FINISHED_STATUSES = ("completed", "failed", "cancelled")
+UNCERTAINTY_SUFFIX = ".uncertainty.nii.gz"
+_UNCERTAINTY_LEVELS = 255
 
 
 class LabeledCase(NamedTuple):
@@ -157,11 +167,13 @@ class RunsMixin:
         return path
 
     def add_prediction(self, run_id: int, case_id: str, labels, uncertainty: float,
-                       class_uncertainty: dict | None = None) -> int:
+                       class_uncertainty: dict | None = None, *, uncertainty_map=None) -> int:
         """Store a run's prediction for a case as a ``model`` revision; returns the revision id.
 
         ``labels``: Volume, (z, y, x) integer array on the case's grid, or a label file.
         ``uncertainty``: the case score (see :func:`ranking.uncertainty_score`), higher = less sure.
+        ``uncertainty_map``: optional per-voxel uncertainty in [0, 1], (z, y, x) on the case's
+        grid; kept with the revision (read it back with :meth:`prediction_uncertainty`).
         Human revisions are never touched.
         """
         run = self.run(run_id)
@@ -174,15 +186,45 @@ class RunsMixin:
         per_class = None if class_uncertainty is None else json.dumps({str(k): float(v) for k, v in class_uncertainty.items()})
         case = self.case(case_id)
         volume = self._label_volume(case, labels)
+        quantised = None if uncertainty_map is None else _quantise_uncertainty(uncertainty_map, case)
 
         def insert_prediction(conn, revision_id: int) -> None:
             conn.execute("INSERT INTO predictions (run_id, case_id, revision_id, uncertainty, class_uncertainty, created_at) "
                          "VALUES (?, ?, ?, ?, ?, ?)", (run.id, case.id, revision_id, score, per_class, utc_now()))
+            if quantised is not None:  # inside the transaction: a failed write stores no revision
+                (stored,) = conn.execute("SELECT file FROM revisions WHERE id = ?", (revision_id,)).fetchone()
+                path = self._uncertainty_path(run.id, stored)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_labels(case.volume_like(quantised), path)
 
         rev = self._commit_revision(case, volume=volume, kind="model", author=f"model: run {run.id} ({run.method})",
                                     final=False, note=None, folder=f"predictions/run-{run.id:04d}", run_id=run.id,
                                     after_insert=insert_prediction)
         return rev.id
+
+    def prediction_uncertainty(self, revision_id: int) -> np.ndarray | None:
+        """The per-voxel uncertainty stored with a prediction: float32 (z, y, x) in [0, 1].
+
+        None when the revision is not a prediction or was stored without one.
+        """
+        rev = self.revision(revision_id)
+        if rev.kind != "model" or rev.run_id is None:
+            return None
+        path = self._uncertainty_path(rev.run_id, self.relpath(rev.path))
+        if not path.is_file():
+            return None
+        array = read_labels(path).array
+        shape = tuple(self.case(rev.case_id, include_removed=True).shape_zyx)
+        if array.shape != shape:
+            warnings.warn(f"{path}: shape {array.shape} does not match case {rev.case_id!r} {shape}; ignored",
+                          stacklevel=2)
+            return None
+        return array.astype(np.float32) / np.float32(_UNCERTAINTY_LEVELS)
+
+    def _uncertainty_path(self, run_id: int, revision_file: str) -> Path:
+        name = Path(revision_file).name
+        stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+        return self.root / "runs" / f"run-{int(run_id):04d}" / "uncertainty" / f"{stem}{UNCERTAINTY_SUFFIX}"
 
     def predictions(self, run_id: int) -> list[dict]:
         """A run's stored predictions: case_id, revision_id, uncertainty, class_uncertainty."""
@@ -227,3 +269,15 @@ class RunsMixin:
                 raise ImageChangedError(self.root, message, fix)
             warnings.warn(f"{self.root}: {message} They are left out. Fix: {fix}", stacklevel=2)
         return labeled, unlabeled
+
+
+def _quantise_uncertainty(values, case) -> np.ndarray:
+    """[0, 1] floats (z, y, x) on ``case``'s grid -> uint8 0..255 (NaN counts as fully unsure)."""
+    array = np.asarray(values)
+    if array.shape != tuple(case.shape_zyx):
+        raise ValueError(f"uncertainty_map has shape (z,y,x) {array.shape}, case {case.id!r} has {tuple(case.shape_zyx)}")
+    out = np.empty(array.shape, dtype=np.uint8)
+    for z in range(0, array.shape[0], 16):  # slab by slab: no full-size float temporaries
+        slab = np.nan_to_num(array[z : z + 16].astype(np.float32), nan=1.0)
+        out[z : z + 16] = np.rint(np.clip(slab, 0.0, 1.0) * _UNCERTAINTY_LEVELS)
+    return out
