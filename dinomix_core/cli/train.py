@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the project's runs/run-NNNN)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last.pt (with --project: the project's latest unfinished run)")
-    p.add_argument("--force", action="store_true", help="overwrite the run already in --out instead of refusing")
+    p.add_argument("--force", action="store_true", help="replace the run already in --out: its model.pt, last.pt and run.json are deleted first "
+                        "(without --force or --resume such an --out is refused)")
     p.add_argument("--no-predict", action="store_true", help="with --project: do not store predictions afterwards")
     p.add_argument("--cache-dir", default=None, help="teacher-token cache (default: per-user cache or the project's cache/)")
     add_training_options(p)

@@ -444,7 +444,8 @@ def _cancel_message(exc: BaseException, state: _TrainState, emit: _Emitter) -> s
     if state.run_id is None:
         return "cancelled before training started; nothing was recorded"
     where = f"after {emit.steps_done} of {state.steps} steps" if state.steps else "before training"
-    return f"run {state.run_id} cancelled {where} ({exc}); resume it to continue"
+    log.info("run %s: %s", state.run_id, exc)
+    return f"run {state.run_id} cancelled {where}; resume it to continue"
 
 
 def _end_training(state: _TrainState, emit: _Emitter, status: str, message: str, *, error: str | None = None,
