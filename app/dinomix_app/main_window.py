@@ -47,6 +47,9 @@ class MainWindow(QMainWindow):
                  autosave_delay_ms: int = 2000):
         get_qapp()  # registers napari's theme resources when the QApplication was made elsewhere
         super().__init__()
+        # Deleted when closed: its menu actions hold Python slots, a reference cycle through C++
+        # that Python's collector cannot see, so the window (and its viewer) would otherwise live on.
+        self.setAttribute(Qt.WA_DeleteOnClose)
         self.settings = settings or AppSettings.load()
         if self.settings.weights_dir:
             os.environ["DINOMIX_WEIGHTS_DIR"] = self.settings.weights_dir  # workers inherit it
@@ -341,6 +344,9 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if getattr(self, "_closed", False):
+            event.accept()
+            return
         if self.jobs.training:
             if not self.confirm_stop_training():
                 event.ignore()
@@ -354,6 +360,8 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         self._save_settings()
+        self.qt_viewer.close()  # napari's own clean-up of the canvas and its connections
+        self._closed = True
         super().closeEvent(event)
 
     def _wait_for_training_end(self, timeout_s: float = 60.0) -> None:

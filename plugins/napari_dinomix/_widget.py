@@ -68,6 +68,7 @@ class DinomixWidget(QWidget):
         self._sync_device()
         napari_viewer.layers.events.inserted.connect(self._on_layer_inserted)
         app = QApplication.instance()
+        self._quit_hooked = app is not None
         if app is not None:
             app.aboutToQuit.connect(self.shutdown)
         self._show_save_state("none")
@@ -139,6 +140,10 @@ class DinomixWidget(QWidget):
     def shutdown(self, *, stop_training: bool = True) -> bool:
         """Flush every edit, stop the workers (training keeps its checkpoint), close the project."""
         self.jobs.shutdown(stop_training=stop_training)
+        app = QApplication.instance()
+        if app is not None and self._quit_hooked:
+            self._quit_hooked = False
+            app.aboutToQuit.disconnect(self.shutdown)
         return self.session.close_project()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)

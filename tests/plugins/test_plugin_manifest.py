@@ -22,7 +22,8 @@ OWN_MODULES = ("napari_dinomix._reader", "napari_dinomix._writer", "napari_dinom
 
 def test_manifest_validates():
     npe2_cli = Path(sys.executable).with_name("npe2")
-    result = subprocess.run([str(npe2_cli), "validate", PLUGIN], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([str(npe2_cli), "validate", PLUGIN], capture_output=True, text=True, encoding="utf-8",
+                            errors="replace", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout
 
