@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# The GUI tests share this process with software OpenGL (Xvfb + Mesa llvmpipe): keep Triton's
+# own LLVM out of it, as the GUI does (see napari_dinomix/_no_triton.py).
+import napari_dinomix._no_triton  # noqa: E402,F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 REAL_CT_DIR = SHARED_DATA / "real-ct" / "totalseg_example_3mm"
@@ -20,3 +24,30 @@ def real_ct_dir() -> Path:
     if not (REAL_CT_DIR / "ct.nii.gz").exists():
         pytest.skip(f"shared real CT not present at {REAL_CT_DIR}")
     return REAL_CT_DIR
+
+
+# --- ending the test process ---------------------------------------------------------------
+# After the whole GUI suite (hundreds of viewers, widgets and worker bridges in one process),
+# CPython's final garbage collection aborted with "none_dealloc: deallocating None" (a
+# reference-count bug in a C extension of the Qt stack; every test file alone exits cleanly,
+# measured 2026-12-01 with PySide6 6.12 / napari 0.9.2). Every result is reported by then, so
+# the process ends right after pytest's own clean-up, with pytest's exit status, skipping only
+# that final collection (the same remedy pyqtgraph offers as pyqtgraph.exit()).
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if not _EXIT_STATUS or os.environ.get("DINOMIX_TEST_NORMAL_EXIT"):
+        return
+    import atexit
+    import sys
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS[-1])

@@ -47,7 +47,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot:
         return save_screenshot(window, Path(args.screenshot), render_and_wait)
     window.show()
-    return app.exec()
+    code = app.exec()
+    return _leave(code)
+
+
+def _leave(code: int) -> int:
+    """End the process once the window has closed (edits flushed, workers stopped).
+
+    The interpreter's final garbage collection of a long Qt session can abort in a C
+    extension ("none_dealloc", seen at the end of the GUI test suite); nothing is left to
+    save by then, so the exit handlers run and the process ends without that collection.
+    """
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def save_screenshot(window, out: Path, render_and_wait) -> int:

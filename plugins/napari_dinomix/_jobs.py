@@ -10,6 +10,8 @@ dead process cannot do it itself.
 
 from __future__ import annotations
 
+import napari_dinomix._no_triton  # noqa: F401  (first: see the module)
+
 from dataclasses import dataclass, field
 
 from qtpy.QtCore import QObject, Signal

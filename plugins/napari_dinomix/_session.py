@@ -18,6 +18,8 @@ Label rules the clinician can rely on:
 
 from __future__ import annotations
 
+import napari_dinomix._no_triton  # noqa: F401  (first: see the module)
+
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import napari_dinomix._no_triton  # noqa: F401  (first: see the module)
+
 from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar,
                             QPushButton, QSpinBox, QVBoxLayout, QWidget)
 

@@ -7,6 +7,8 @@ jobs controller (worker processes); the panels only display them and call them.
 
 from __future__ import annotations
 
+import napari_dinomix._no_triton  # noqa: F401  (first: see the module)
+
 from pathlib import Path
 
 from qtpy.QtCore import QTimer

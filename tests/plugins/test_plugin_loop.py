@@ -51,6 +51,8 @@ def widget(make_napari_viewer_proxy, qtbot, tmp_path, monkeypatch):
     w.train_panel.teacher_overrides = TINY_TEACHER
     yield viewer, w
     w.shutdown()
+    w.deleteLater()
+    qtbot.wait(20)
 
 
 def _wait_training(qtbot, w, states=("completed", "cancelled", "failed")):

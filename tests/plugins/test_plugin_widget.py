@@ -28,10 +28,19 @@ def widget(make_napari_viewer_proxy, qtbot, tmp_path, sample_template):
     qtbot.addWidget(w)
     assert w.session.open_project(root)
     yield viewer, w, root
+    dispose(w, qtbot)
+
+
+def dispose(w, qtbot) -> None:
+    """Shut down and let Qt delete the widget now: a widget left to the interpreter's exit
+    is collected in arbitrary order with its Qt children, which crashed PySide at exit."""
     w.shutdown()
+    w.close()
+    w.deleteLater()
+    qtbot.wait(20)
 
 
-def test_the_manifest_widget_command_builds_the_dock_widget(make_napari_viewer_proxy):
+def test_the_manifest_widget_command_builds_the_dock_widget(make_napari_viewer_proxy, qtbot):
     from npe2 import PluginManager
 
     pm = PluginManager.instance()
@@ -44,7 +53,7 @@ def test_the_manifest_widget_command_builds_the_dock_widget(make_napari_viewer_p
     viewer = make_napari_viewer_proxy()
     w = widget_class(napari_viewer=viewer)
     assert w.tabs.count() == 4
-    w.shutdown()
+    dispose(w, qtbot)
 
 
 def test_case_table_status_and_double_click_opens_the_best_label(widget, qtbot):
