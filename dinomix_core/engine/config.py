@@ -77,6 +77,10 @@ class TrainConfig:
     # bookkeeping
     val_every: int = 0
     checkpoint_every: int = 50
+    # > 0: a time budget for the training steps, in seconds. After a probe of the first steps
+    # the step count is fixed so the steps end within it (``steps`` stays the upper bound); the
+    # fixed count is saved with the state, so a resumed run keeps it. One process only.
+    time_budget_s: float = 0.0
     log_every: int = 10
     amp: bool = True
     # switches, filled from the method preset unless given explicitly

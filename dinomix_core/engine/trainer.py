@@ -42,6 +42,8 @@ from dinomix_core.methods.ramps import poly_lr
 from dinomix_core.models import create_student
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+BUDGET_PROBE_STEPS = 10  # steps timed before a time budget fixes the step count
+BUDGET_MAX_STEPS = 10**9  # loop bound while the budget may still change the count
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -110,6 +112,10 @@ class Trainer:
         self.device = self.dist.device
         if config.use_fkd and self.teacher.embed_dim is None:
             raise ValueError("FKD needs a teacher: pass TeacherInfo with embed_dim (and cached tokens or online_teacher)")
+        if config.time_budget_s > 0 and self.dist.world_size > 1:
+            raise ValueError("a time budget needs a single process (each rank would fix its own step count); "
+                             "give --steps under torchrun")
+        self._budget_fixed = False
         if config.use_mean_teacher and not unlabeled:
             raise ValueError(f"method {config.method!r} needs unlabeled cases; none were given")
 
@@ -175,8 +181,11 @@ class Trainer:
         tic = time.perf_counter()
         step_times: list[float] = []
         step = self.start_step
+        budget_open = cfg.time_budget_s > 0 and not self._budget_fixed  # a resumed run keeps the count it fixed
         try:
-            for step in range(self.start_step, cfg.steps):
+            for step in range(self.start_step, BUDGET_MAX_STEPS if cfg.time_budget_s > 0 else cfg.steps):
+                if step >= cfg.steps:
+                    break
                 if self.cancel.cancelled:
                     self._save_state(step)
                     raise TrainingCancelled(f"cancelled at step {step}; resume with the same --out and --resume")
@@ -186,8 +195,11 @@ class Trainer:
                 self.history.append({"step": step, **parts})
                 recent = step_times[-20:]
                 per_step = sum(recent) / len(recent)
-                self._emit(StepEvent(step + 1, cfg.steps, parts, parts["lr"], per_step, per_step * (cfg.steps - step - 1)))
                 done = step + 1
+                if budget_open and len(step_times) >= min(BUDGET_PROBE_STEPS, cfg.steps):
+                    budget_open = False
+                    self._fix_steps_for_budget(done, time.perf_counter() - tic, per_step)
+                self._emit(StepEvent(step + 1, cfg.steps, parts, parts["lr"], per_step, per_step * (cfg.steps - step - 1)))
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
                     self._save_state(done)
                 if cfg.val_every and self.val_cases and done % cfg.val_every == 0 and done < cfg.steps:
@@ -298,7 +310,8 @@ class Trainer:
     def _save_state(self, step: int) -> Path:
         path = self.out_dir / "last.pt"
         if self.dist.is_main:
-            meta = {"step": step, "config": self.cfg.to_dict(), "history": self.history, "teacher": vars(self.teacher)}
+            meta = {"step": step, "config": self.cfg.to_dict(), "history": self.history, "teacher": vars(self.teacher),
+                    "budget_fixed": self._budget_fixed}
             tensors = {
                 "model": _cpu_state(self.model),
                 "optimizer": self.optimizer.state_dict(),
@@ -309,9 +322,27 @@ class Trainer:
         self.dist.barrier()
         return path
 
+    def _fix_steps_for_budget(self, done: int, elapsed: float, per_step: float) -> None:
+        """Set the step count so the remaining steps fit ``time_budget_s`` (measured, not guessed).
+
+        The learning-rate and curriculum schedules follow the new count from here on; the
+        probe's steps ran at almost the initial rate either way.
+        """
+        cfg = self.cfg
+        self._budget_fixed = True
+        left = max(0.0, cfg.time_budget_s - elapsed)
+        cfg.steps = max(done, min(cfg.steps, done + int(left / max(per_step, 1e-6))))
+        if cfg.val_every:
+            cfg.val_every = max(1, min(cfg.val_every, cfg.steps // 5 or 1))
+        self._emit(StageEvent("training", f"{cfg.method}: time budget {cfg.time_budget_s:.0f} s -> {cfg.steps} steps "
+                              f"({per_step:.2f} s per step)", done, cfg.steps))
+
     def _load_state(self, path: Path) -> None:
         meta, payload = load_checkpoint(path, kind=STATE_KIND, map_location=self.device)
         saved = TrainConfig.from_dict(meta["config"])
+        self._budget_fixed = bool(meta.get("budget_fixed", False))
+        if self._budget_fixed and saved.time_budget_s == self.cfg.time_budget_s:
+            self.cfg.steps, self.cfg.val_every = saved.steps, saved.val_every  # fixed by the budget when it started
         if saved.method != self.cfg.method or saved.seed != self.cfg.seed or saved.steps != self.cfg.steps:
             raise ValueError(
                 f"{path}: the saved run used method={saved.method}, seed={saved.seed}, steps={saved.steps}; "

@@ -35,6 +35,9 @@ PRESETS: dict[str, dict] = {
 }
 
 
+BUDGET_STEP_LIMIT = 1_000_000
+
+
 @dataclass
 class TrainRequest:
     """What the Train panel asks for; turned into a TrainJobSpec."""
@@ -43,6 +46,7 @@ class TrainRequest:
     preset: str = "Quick first model"
     student: str | None = None  # overrides the preset's
     steps: int | None = None
+    minutes: float | None = None  # a time budget for the training steps instead of a step count
     device: str = "cpu"
     teacher_weights: str | None = None  # None: installed weights; "random"; or a file path
     validation_case: str | None = None
@@ -56,6 +60,9 @@ class TrainRequest:
             fields["student"] = self.student
         if self.steps:
             fields["steps"] = int(self.steps)
+        if self.minutes:
+            fields["steps"] = BUDGET_STEP_LIMIT  # the budget fixes the count after a probe of the first steps
+            fields["time_budget_s"] = float(self.minutes) * 60.0
         fields.update(self.config_overrides)
         fields["method"] = self.method
         fields["checkpoint_every"] = max(1, min(50, int(fields["steps"]) // 4))
@@ -117,8 +124,9 @@ class JobsController(QObject):
         worker.finished.connect(self._on_train_finished)
         self.train_worker = worker
         self._set_state("starting")
+        budget = f"{request.minutes:g} min" if request.minutes else f"{TrainConfig.from_dict(config).steps} steps"
         self.log.emit(("Resuming" if resume else "Starting") + f" {request.method} training ({request.preset}, "
-                      f"{TrainConfig.from_dict(config).steps} steps, {request.device})")
+                      f"{budget}, {request.device})")
         worker.start()
         return True
 

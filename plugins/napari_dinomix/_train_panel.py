@@ -50,6 +50,12 @@ class TrainPanel(QWidget):
         self.steps = QSpinBox()
         self.steps.setRange(1, 1_000_000)
         self.steps.setSingleStep(100)
+        self.budget = QComboBox()
+        self.budget.addItems(["steps", "minutes"])
+        self.budget.setToolTip("Train for a number of steps, or for as many steps as fit in a number of minutes")
+        budget_row = QHBoxLayout()
+        budget_row.addWidget(self.steps, stretch=1)
+        budget_row.addWidget(self.budget)
         self.device = QComboBox()
         self.device.addItem("CPU", "cpu")
         if cuda_available():
@@ -61,7 +67,7 @@ class TrainPanel(QWidget):
         form.addRow("Method", self.method)
         form.addRow("Settings", self.preset)
         form.addRow("Student", self.student)
-        form.addRow("Steps", self.steps)
+        form.addRow("Budget", budget_row)
         form.addRow("Device", self.device)
         form.addRow("Teacher", self.teacher)
         form.addRow("Validation case", self.validation)
@@ -91,6 +97,7 @@ class TrainPanel(QWidget):
         layout.addWidget(self.log, stretch=1)
 
         self.preset.currentTextChanged.connect(self._apply_preset)
+        self.budget.currentTextChanged.connect(self._budget_changed)
         self.method.currentTextChanged.connect(lambda _t: self._update_teacher_warning())
         self.teacher.activated.connect(self._teacher_chosen)
         self.start_button.clicked.connect(self.start)
@@ -113,7 +120,18 @@ class TrainPanel(QWidget):
     def _apply_preset(self, name: str) -> None:
         preset = PRESETS[name]
         self.student.setCurrentText(preset["student"])
-        self.steps.setValue(int(preset["steps"]))
+        if self.budget.currentText() == "steps":
+            self.steps.setValue(int(preset["steps"]))
+
+    def _budget_changed(self, unit: str) -> None:
+        if unit == "minutes":
+            self.steps.setRange(1, 24 * 60)
+            self.steps.setSingleStep(5)
+            self.steps.setValue(10)
+        else:
+            self.steps.setRange(1, 1_000_000)
+            self.steps.setSingleStep(100)
+            self.steps.setValue(int(PRESETS[self.preset.currentText()]["steps"]))
 
     def fill_teachers(self, select: str | None = None) -> None:
         self.teacher.clear()
@@ -174,7 +192,9 @@ class TrainPanel(QWidget):
         teacher = self.teacher.currentData()
         return TrainRequest(
             method=self.method.currentText(), preset=self.preset.currentText(), student=self.student.currentText(),
-            steps=self.steps.value(), device=self.device.currentData(),
+            steps=self.steps.value() if self.budget.currentText() == "steps" else None,
+            minutes=self.steps.value() if self.budget.currentText() == "minutes" else None,
+            device=self.device.currentData(),
             teacher_weights=None if teacher in (None, "__add__") else teacher,
             validation_case=self.validation.currentData(), config_overrides=dict(self.config_overrides),
             teacher_overrides=self.teacher_overrides, num_threads=self.num_threads,
@@ -220,7 +240,8 @@ class TrainPanel(QWidget):
         self.start_button.setEnabled(has and not running)
         self.resume_button.setEnabled(has and not running and state in ("cancelled", "failed"))
         self.stop_button.setEnabled(running and state != "stopping")
-        for control in (self.method, self.preset, self.student, self.steps, self.device, self.teacher, self.validation):
+        for control in (self.method, self.preset, self.student, self.steps, self.budget, self.device, self.teacher,
+                        self.validation):
             control.setEnabled(not running)
         if not running:
             self._update_teacher_warning()

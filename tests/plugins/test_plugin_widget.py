@@ -149,3 +149,15 @@ def test_engine_errors_are_readable_messages(widget, tmp_path):
     w.session.open_case(w.session.case_rows()[2].case_id)
     assert not w.predict_panel.predict_current()
     assert "train" in w.last_message[1].lower()
+
+
+def test_train_panel_budget_in_minutes_becomes_a_time_budget(widget):
+    viewer, w, root = widget
+    panel = w.train_panel
+    panel.budget.setCurrentText("minutes")
+    panel.steps.setValue(7)
+    config = panel.request().config()
+    assert config["time_budget_s"] == 420.0 and config["steps"] >= 100_000
+    panel.budget.setCurrentText("steps")
+    config = panel.request().config()
+    assert config["time_budget_s"] == 0.0 and config["steps"] == 150  # the quick preset's
