@@ -178,15 +178,12 @@ def responsiveness(args) -> dict:
     }
 
 
-def memory(args) -> dict:
-    """Peak RSS with a 512x512x300 CT and a stored model revision + uncertainty shown (fresh process)."""
-    from napari.qt import get_qapp
-
+def make_big_project(work: Path) -> Path:
+    """A project with a 512x512x300 CT-like volume and a stored model revision + uncertainty."""
+    from dinomix_core.data.phantom import phantom_labelmap
     from dinomix_core.io import Volume, write_image
     from dinomix_core.project import Project
 
-    work = Path(tempfile.mkdtemp(prefix="dinomix-gui-mem-"))
-    os.environ.setdefault("DINOMIX_CONFIG_DIR", str(work / "config"))
     shape = (300, 512, 512)
     rng = np.random.default_rng(0)
     zz, yy, xx = np.ogrid[:shape[0], :shape[1], :shape[2]]
@@ -194,10 +191,7 @@ def memory(args) -> dict:
     organ = ((yy - 220) / 60.0) ** 2 + ((xx - 200) / 80.0) ** 2 + ((zz - 150) / 90.0) ** 2 < 1.0
     ct = np.where(body, 40, -1000).astype(np.int16) + rng.integers(-20, 20, shape, dtype=np.int16)
     ct[organ] += 20
-    del body
     image = write_image(Volume(ct, spacing_zyx=(1.0, 0.8, 0.8), modality="CT"), work / "big_ct_0000.nii.gz")
-    from dinomix_core.data.phantom import phantom_labelmap
-
     with Project.init(work / "project", label_map=phantom_labelmap()) as project:
         case = project.add_image(image).case_id
         run = project.start_run({"note": "memory benchmark stand-in"}, "supervised", "none")
@@ -205,12 +199,19 @@ def memory(args) -> dict:
         unc = np.where(organ, 0.6, 0.05).astype(np.float32)
         project.add_prediction(run, case, labels, 0.5, None, uncertainty_map=unc)
         project.finish_run(run, "completed")
-    del ct, organ, labels, unc
+    return work / "project"
+
+
+def memory(project: Path) -> dict:
+    """Peak RSS of a fresh app process that opens the big project and shows the prediction + uncertainty."""
+    from napari.qt import get_qapp
+
+    os.environ.setdefault("DINOMIX_CONFIG_DIR", str(project.parent / "config"))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     app = get_qapp()
     from dinomix_app.main_window import MainWindow
 
-    window = MainWindow(work / "project")
+    window = MainWindow(project)
     window.show()
     wait(app, 3.0)
     session = window.session
@@ -220,10 +221,12 @@ def memory(args) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     window.panel.shutdown()
     window.close()
-    ct_mib = np.prod(shape) * 2 / 2**20
-    return {"volume_shape_zyx": list(shape), "ct_int16_mib": round(ct_mib, 1), "peak_rss_mib": round(peak, 1),
-            "peak_over_ct": round(peak / ct_mib, 2), "rss_before_window_mib": round(before, 1), "layers": layers,
-            "note": "labels are an intensity-threshold stand-in stored as a model revision (memory, not quality)"}
+    ct_mib = 300 * 512 * 512 * 2 / 2**20
+    return {"volume_shape_zyx": [300, 512, 512], "ct_int16_mib": round(ct_mib, 1), "peak_rss_mib": round(peak, 1),
+            "peak_over_ct": round(peak / ct_mib, 2), "rss_after_imports_mib": round(before, 1),
+            "app_added_mib": round(peak - before, 1), "layers": layers,
+            "note": "fresh process (the volume is made in another one); labels are an intensity-threshold stand-in "
+                    "stored as a model revision (memory, not quality)"}
 
 
 def machine() -> dict:
@@ -241,12 +244,16 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=0, help="override the Quick preset's step count")
     parser.add_argument("--baseline-s", type=float, default=15.0)
     parser.add_argument("--timeout-s", type=float, default=900.0)
-    parser.add_argument("--memory", action="store_true", help="(internal) the memory measurement only")
+    parser.add_argument("--memory", type=Path, default=None, help="(internal) measure memory on this big project")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory measurement")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args(argv)
     if args.memory:
-        print(json.dumps(memory(args)))
-        return 0
+        print(json.dumps(memory(args.memory)))
+        return _leave(0)
+    if args.memory_only:
+        print(json.dumps(measure_memory(), indent=1))
+        return _leave(0)
     result = responsiveness(args)
     t = result["training"]
     doc = {
@@ -255,16 +262,32 @@ def main(argv=None) -> int:
         **result, "machine": machine(), "measured_at": time.strftime("%Y-%m-%d %H:%M"),
     }
     if not args.skip_memory:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.gui_responsiveness", "--memory"], capture_output=True,
-                             text=True, check=False)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        doc["memory"] = json.loads(lines[-1]) if lines else {"error": out.stderr.strip().splitlines()[-1:]}
+        doc["memory"] = measure_memory()
     text = json.dumps(doc, indent=1)
     print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
-    return 0
+    return _leave(0)
+
+
+def measure_memory() -> dict:
+    work = Path(tempfile.mkdtemp(prefix="dinomix-gui-mem-"))
+    project = make_big_project(work)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gui_responsiveness", "--memory", str(project)],
+                         capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {"error": out.stderr.strip().splitlines()[-1:]}
+
+
+def _leave(code: int) -> int:
+    """Exit without the interpreter's final GC, which aborted after a long Qt session (see dinomix_app.cli)."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
