@@ -281,13 +281,9 @@ def measure_memory() -> dict:
 
 
 def _leave(code: int) -> int:
-    """Exit without the interpreter's final GC, which aborted after a long Qt session (see dinomix_app.cli)."""
-    import atexit
+    from dinomix_app.cli import leave
 
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    return leave(code)
 
 
 if __name__ == "__main__":

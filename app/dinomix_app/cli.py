@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         return save_screenshot(window, Path(args.screenshot), render_and_wait)
     window.show()
     code = app.exec()
-    return _leave(code)
+    return leave(code)
 
 
-def _leave(code: int) -> int:
+def leave(code: int) -> int:
     """End the process once the window has closed (edits flushed, workers stopped).
 
     The interpreter's final garbage collection of a long Qt session can abort in a C

@@ -91,22 +91,16 @@ class AnnotationSession(QObject):
 
     def open_project(self, root: str | Path) -> bool:
         """Open a project folder; a readable message (not an exception) when it cannot be."""
-        try:
-            project = Project.open(root, busy_timeout=GUI_BUSY_TIMEOUT_S)
-        except (ProjectError, OSError) as exc:
-            self.message.emit("error", describe_error(exc))
-            return False
-        self.close_project()
-        self.project = project
-        self.project_changed.emit(project.root)
-        self.cases_changed.emit()
-        self.message.emit("info", f"Opened project {project.root}")
-        return True
+        return self._take(lambda: Project.open(root, busy_timeout=GUI_BUSY_TIMEOUT_S), "Opened")
 
     def new_project(self, root: str | Path, label_map: LabelMap | None = None) -> bool:
+        return self._take(lambda: Project.init(root, label_map=label_map or LabelMap.preset("btcv13"),
+                                               busy_timeout=GUI_BUSY_TIMEOUT_S), "Created")
+
+    def _take(self, make, verb: str) -> bool:
+        """Switch to the project ``make()`` opens; on failure keep the current one and say why."""
         try:
-            project = Project.init(root, label_map=label_map or LabelMap.preset("btcv13"),
-                                   busy_timeout=GUI_BUSY_TIMEOUT_S)
+            project = make()
         except (ProjectError, OSError) as exc:
             self.message.emit("error", describe_error(exc))
             return False
@@ -114,7 +108,7 @@ class AnnotationSession(QObject):
         self.project = project
         self.project_changed.emit(project.root)
         self.cases_changed.emit()
-        self.message.emit("info", f"Created project {project.root}")
+        self.message.emit("info", f"{verb} project {project.root}")
         return True
 
     def close_project(self) -> bool:
