@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the project's runs/run-NNNN)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last.pt (with --project: the project's latest unfinished run)")
-    p.add_argument("--force", action="store_true", help="replace the run already in --out: its model.pt, last.pt and run.json are deleted first "
+    p.add_argument("--force", action="store_true", help="replace the run already in --out: its model.pt, last.pt and run.json are moved to --out/replaced-TIME/ first "
                         "(without --force or --resume such an --out is refused)")
     p.add_argument("--no-predict", action="store_true", help="with --project: do not store predictions afterwards")
     p.add_argument("--cache-dir", default=None, help="teacher-token cache (default: per-user cache or the project's cache/)")
@@ -100,8 +100,15 @@ def _refuse_existing_run(out: Path, *, force: bool) -> None:
     if not force:
         raise DinomixInputError(out, f"already holds a training run ({', '.join(found)}).",
                                 "pass --force to overwrite or --resume to continue.")
-    for name in found:  # the old run's files only: a stale last.pt must not be resumed later
-        (out / name).unlink()
+    # Moved aside, never deleted: a typo elsewhere on the command line (checked later) must not
+    # cost the user the old model; a stale last.pt must not be resumed by the new run either.
+    import time
+
+    keep = out / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    keep.mkdir(exist_ok=True)
+    for name in found:
+        (out / name).replace(keep / name)
+    print(f"the earlier run's {', '.join(found)} moved to {keep}", file=sys.stderr)
 
 
 def _train_project(args: argparse.Namespace, config, dist, progress: ConsoleProgress) -> int:

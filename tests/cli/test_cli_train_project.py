@@ -107,7 +107,10 @@ def test_out_holding_a_run_needs_force_or_resume(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pass --force to overwrite or --resume to continue" in err
     assert (run / "model.pt").exists()
-    # --force replaces the run's own files (here the data folder is then missing: exit 2 as well).
+    # --force replaces the run's own files (here the data folder is then missing: exit 2 as well),
+    # moving them aside rather than deleting them: the typo costs nothing.
     assert main([*args, "--force"]) == 2
     assert "pass --force" not in capsys.readouterr().err
     assert not (run / "model.pt").exists() and (run / "notes.txt").exists()
+    kept = list(run.glob("replaced-*/model.pt"))
+    assert len(kept) == 1 and kept[0].read_bytes() == b"an earlier model"
