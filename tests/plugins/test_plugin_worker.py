@@ -7,7 +7,6 @@ streamed job is shared by several checks and the file starts six processes at mo
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -262,7 +261,6 @@ def test_a_malformed_target_is_refused_before_any_process_starts():
         JobWorker("a:b", {}, num_threads=0)
 
 
-_HAS_JOBS = importlib.util.find_spec("dinomix_core.engine.jobs") is not None
 # Tiny settings as in tests/engine/_engine_settings.py (not importable from here).
 # Supervised on one labeled case: the job's end-of-run validation of every labeled case is
 # most of its time (125 windows per small case), so fewer cases keep this test short.
@@ -270,7 +268,6 @@ _TINY_CONFIG = dict(method="supervised", steps=2, student_width=4, student_depth
                     batch_labeled=1, batch_unlabeled=1, checkpoint_every=1)
 
 
-@pytest.mark.skipif(not _HAS_JOBS, reason="dinomix_core.engine.jobs (the engine's job API) does not exist yet")
 def test_a_real_tiny_training_job_streams_engine_events(qapp, tmp_path):
     from dinomix_core.data.phantom import generate_case, phantom_labelmap
     from dinomix_core.engine.events import CheckpointEvent, FinishedEvent, StageEvent, StepEvent, ValidationEvent
