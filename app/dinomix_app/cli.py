@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dinomix-app: {args.screenshot}: the screenshot must be a .png file.", file=sys.stderr)
         return 2
 
+    missing = missing_gui_packages()
+    if missing:
+        print(f"dinomix-app: the GUI packages are not installed ({', '.join(missing)}). Fix: "
+              "pip install 'dinomix-studio[gui]' (the engine and the `dinomix` CLI work without them).",
+              file=sys.stderr)
+        return 2
     from napari.qt import get_qapp
 
     # napari's own application set-up: its theme resources (icons), tooltips, thread workers.
@@ -49,6 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     code = app.exec()
     return leave(code)
+
+
+GUI_PACKAGES = ("napari", "magicgui", "PySide6", "pyqtgraph")
+
+
+def missing_gui_packages() -> list[str]:
+    """The `[gui]` extra's packages this environment lacks (a headless install has none of them)."""
+    from importlib.util import find_spec
+
+    def absent(name: str) -> bool:
+        try:
+            return find_spec(name) is None
+        except (ImportError, ValueError):  # a broken or blocked install counts as missing
+            return True
+
+    return [name for name in GUI_PACKAGES if absent(name)]
 
 
 def leave(code: int) -> int:
