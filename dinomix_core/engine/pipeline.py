@@ -21,6 +21,7 @@ from dinomix_core.engine.checkpoint import MODEL_KIND, load_checkpoint
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.distributed import DistContext
 from dinomix_core.engine.events import CancelToken, Cancelled, StageEvent, TrainingCancelled, emit_all
+from dinomix_core.engine._uncertainty import predict_with_uncertainty_bounded
 from dinomix_core.engine.inferer import body_mask, predict_volume
 from dinomix_core.engine.trainer import TeacherInfo, Trainer, TrainResult
 from dinomix_core.io import LabelMap, Volume, read_volume, write_labels
@@ -205,16 +206,10 @@ def predict_with_uncertainty(model: LoadedModel, volume: Volume, *, class_weight
     with ``class_weights``. ``progress(done, total)`` counts windows; ``cancel()`` raises
     ``InferenceCancelled`` between window batches.
     """
-    body = body_mask(np.asarray(volume.array)) if (volume.modality or "").upper() == "CT" else None
-    labels, probs = model.predict(volume, tta=tta, progress=progress, cancel=cancel, return_probs=True, skip_mask=body)
-    uncertainty = voxel_uncertainty(probs)
-    score, per_class = uncertainty_summary(probs.numpy(), class_weights)
-    del probs
-    if body is not None:
-        outside = ~body
-        labels.array[outside] = 0
-        uncertainty[outside] = 0
-    return labels, uncertainty, float(score), per_class
+    # Bounded memory: z-slabs are reduced to labels/entropy as windows finish (engine/_uncertainty.py).
+    return predict_with_uncertainty_bounded(
+        model.model, volume, preprocess=model.preprocess, window=model.window, class_weights=class_weights,
+        tta=tta, overlap=0.5, sw_batch_size=2, device=model.device, progress=progress, cancel=cancel)
 
 
 def predict_file(model: LoadedModel, input_path: str | Path, output_path: str | Path, *, tta: bool = False, progress=None) -> Volume:
