@@ -38,6 +38,8 @@ class TrainConfig:
     augment: bool = True
     prefetch: int | None = None  # batches prepared ahead on a thread; None: 2 on CUDA, 0 on CPU
     intensity_window: tuple[float, float] = (-75.0, 275.0)  # DHC clip, HU
+    # Voxel spacing (z, y, x mm) every case is resampled to; None: the median of the labeled cases.
+    target_spacing: tuple[float, float, float] | None = None
     # optimisation (DHC protocol: SGD 0.03, momentum 0.9, Nesterov, wd 3e-5, poly). "adamw"
     # (lr ~2e-3) converges in far fewer steps, for short CPU runs such as the demo.
     optimizer: str = "sgd"
@@ -97,6 +99,11 @@ class TrainConfig:
                 setattr(self, key, value)
         self.patch_size = tuple(int(p) for p in self.patch_size)
         self.intensity_window = tuple(float(v) for v in self.intensity_window)
+        if self.target_spacing is not None:
+            spacing = tuple(float(v) for v in self.target_spacing)
+            if len(spacing) != 3 or not all(0 < v < float("inf") for v in spacing):
+                raise ValueError(f"target_spacing must be three positive mm values (z, y, x), got {self.target_spacing!r}")
+            self.target_spacing = spacing
         self.teacher_window = tuple(float(v) for v in self.teacher_window)
         self.pic_box = tuple(float(v) for v in self.pic_box)
         if self.optimizer not in ("sgd", "adamw"):
