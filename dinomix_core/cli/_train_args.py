@@ -16,6 +16,19 @@ def triple(text: str) -> tuple[int, int, int]:
     return tuple(parts)
 
 
+def spacing(text: str) -> tuple[float, float, float]:
+    """``--spacing Z,Y,X`` in mm (one value: isotropic)."""
+    try:
+        parts = [float(p) for p in text.replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3 or not all(0 < p < float("inf") for p in parts):
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X voxel spacing in mm (three positive numbers, e.g. 3,1.5,1.5), got {text!r}")
+    return tuple(parts)
+
+
 def add_training_options(p: argparse.ArgumentParser, *, steps: int = 1000) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--method", choices=METHODS, default="dinomix", help="which parts of DINO-Mix to use (default: dinomix = all)")
@@ -25,6 +38,9 @@ def add_training_options(p: argparse.ArgumentParser, *, steps: int = 1000) -> No
     g.add_argument("--teacher-arch", default="vit_small_patch16_dinov3", help="timm DINOv3 architecture")
     g.add_argument("--steps", type=int, default=steps, help=f"training steps (default {steps})")
     g.add_argument("--patch", type=triple, default=(64, 128, 128), metavar="D,H,W", help="patch size in voxels (z,y,x)")
+    g.add_argument("--spacing", type=spacing, default=None, metavar="Z,Y,X",
+                   help="voxel spacing in mm every case is resampled to, and predictions are made at "
+                        "(default: the median spacing of the labeled cases; recorded in model.pt)")
     g.add_argument("--batch-labeled", type=int, default=2)
     g.add_argument("--batch-unlabeled", type=int, default=2)
     g.add_argument("--student", default="unet3d", help="student architecture (unet3d, vnet, unet2d)")
@@ -55,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         student_width=args.width,
         student_depth=args.depth,
         patch_size=args.patch,
+        target_spacing=getattr(args, "spacing", None),
         batch_labeled=args.batch_labeled,
         batch_unlabeled=args.batch_unlabeled,
         steps=args.steps,

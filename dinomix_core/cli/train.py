@@ -157,7 +157,7 @@ def _train_project(args: argparse.Namespace, config, dist, progress: ConsoleProg
 # Config fields set by the training options, and the option that sets each.
 _OPTION_OF = {
     "method": "method", "student": "student", "student_width": "width", "student_depth": "depth",
-    "patch_size": "patch", "batch_labeled": "batch_labeled", "batch_unlabeled": "batch_unlabeled",
+    "patch_size": "patch", "target_spacing": "spacing", "batch_labeled": "batch_labeled", "batch_unlabeled": "batch_unlabeled",
     "steps": "steps", "optimizer": "optimizer", "lr": "lr", "lambda_u": "lambda_u", "seed": "seed",
     "teacher": "teacher_arch", "token_stride": "token_stride", "token_source": "token_source",
     "val_every": "val_every", "checkpoint_every": "checkpoint_every", "augment": "no_augment", "amp": "no_amp",
