@@ -16,11 +16,13 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from dinomix_core.data.geometry import canonical_spacing, median_spacing, network_grid
 from dinomix_core.data.preprocess import DEFAULT_STRIDE, STUDENT_CLIP_HU, TEACHER_WINDOW, student_intensity
 from dinomix_core.data.token_cache import TokenCache, compute_tokens
 from dinomix_core.engine.events import check_cancel
 from dinomix_core.io import LabelMap, Volume, load_dataset_json, read_labels, read_volume
 from dinomix_core.io.errors import DinomixInputError
+from dinomix_core.io.header import read_geometry
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -204,6 +206,28 @@ def _resolve_ids(ids: Sequence[str], case_ids: Sequence[str], source: Path | Non
     return resolved
 
 
+def median_case_spacing(specs: Sequence[CaseSpec]) -> tuple[float, float, float] | None:
+    """Per-axis median spacing (z, y, x mm, in LPS array order) of the cases' images; None without cases.
+
+    Read from the file headers (a DICOM series is read whole), so the target spacing is known
+    before any case is loaded.
+    """
+    if not specs:
+        return None
+    spacings = []
+    for spec in specs:
+        geometry = read_geometry(spec.image_path)
+        spacings.append(canonical_spacing(geometry["spacing_zyx"], geometry["direction"]))
+    return median_spacing(spacings)
+
+
+def resolve_target_spacing(requested: Sequence[float] | None, labeled: Sequence[CaseSpec]) -> tuple[float, float, float] | None:
+    """The target spacing of a run: ``requested`` (z, y, x mm), else the labeled cases' median."""
+    if requested is not None:
+        return tuple(float(v) for v in requested)
+    return median_case_spacing(labeled)
+
+
 def load_cases(
     specs: Sequence[CaseSpec],
     *,
@@ -213,6 +237,9 @@ def load_cases(
     window: tuple[float, float] = TEACHER_WINDOW,
     stride: int = DEFAULT_STRIDE,
     clip: tuple[float, float] = STUDENT_CLIP_HU,
+    target_spacing: Sequence[float] | None = None,
+    reorient: bool = True,
+    interpolation: str = "linear",
     progress: Callable[[int, int, str], None] | None = None,
     token_progress: Callable[[str, int, int], None] | None = None,
     start_progress: Callable[[int, int, str], None] | None = None,
@@ -220,6 +247,11 @@ def load_cases(
 ) -> list[LoadedCase]:
     """Read cases through ``dinomix_core.io`` and prepare them for training.
 
+    Every case is brought to the network's grid (:mod:`dinomix_core.data.geometry`): LPS
+    array order (``reorient``) and ``target_spacing`` (z, y, x mm; None keeps each case's
+    own), the image resampled with ``interpolation`` ("linear" or "bspline"), the label by
+    nearest neighbour; teacher tokens are computed on that grid. ``spacing_zyx`` and
+    ``volume`` of each :class:`LoadedCase` describe the network's grid, not the file's.
     Labels are checked against their image's grid and ``labelmap`` by ``read_labels``. With a
     ``teacher``, tokens come from ``cache`` (or are computed without caching when it is None)
     using the teacher ``window`` (width, level HU) and token ``stride``. ``start_progress``
@@ -235,12 +267,17 @@ def load_cases(
         if start_progress is not None:
             start_progress(number - 1, len(specs), spec.case_id)
         volume = read_volume(spec.image_path)
-        hu = volume.array
         label = None
         if spec.label_path is not None:
             # io checks the grid against the image and the values against the label map,
             # and returns uint8 (uint16 above 255 classes).
             label = read_labels(spec.label_path, reference=volume, labelmap=labelmap).array
+        grid = network_grid(volume, target_spacing, reorient=reorient, interpolation=interpolation)
+        if label is not None:
+            label = grid.labels_to_network(label)
+        volume = grid.network
+        del grid
+        hu = volume.array
         tokens = None
         if teacher is not None:
             check_cancel(cancel, f"loading case {spec.case_id}")

@@ -82,7 +82,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from dinomix_core.data.dataset import LoadedCase, load_cases
+from dinomix_core.data.dataset import LoadedCase, load_cases, resolve_target_spacing
 from dinomix_core.data.token_cache import TokenCache
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.distributed import DistContext
@@ -352,13 +352,13 @@ def _train(spec: TrainJobSpec, emit: _Emitter, cancel: CancelToken, dist: DistCo
 
     cached = teacher is not None and config.token_source == "cache"
     cache_dir = Path(spec.cache_dir) if spec.cache_dir else project.cache_dir / "tokens"
-    loaded_l, loaded_u, loaded_v = _load(split, config, teacher if cached else None,
-                                         TokenCache(cache_dir) if cached else None, emit, cancel)
+    loaded_l, loaded_u, loaded_v, spacing = _load(split, config, teacher if cached else None,
+                                                  TokenCache(cache_dir) if cached else None, emit, cancel)
     trainer = Trainer(
         config, loaded_l, loaded_u, split.labelmap, out_dir=run_dir, teacher=info,
         online_teacher=teacher if (teacher is not None and not cached) else None,
         val_cases=loaded_v if split.held_out else loaded_l, callbacks=[emit], cancel=cancel, dist=dist,
-        val_held_out=split.held_out, announce_done=False,
+        val_held_out=split.held_out, announce_done=False, target_spacing=spacing,
     )
     result = trainer.fit(resume=previous is not None and (run_dir / "last.pt").is_file())
     state.model_path = result.model_path
@@ -421,23 +421,28 @@ def _run_dir(project: Project, run_id: int, out_dir: str | None, previous: Run |
 
 
 def _load(split: ProjectSplit, config: TrainConfig, teacher, cache: TokenCache | None, emit: _Emitter,
-          cancel: CancelToken) -> tuple[list[LoadedCase], list[LoadedCase], list[LoadedCase]]:
-    """Read every case of the split (with teacher tokens where they are used), reporting per case."""
+          cancel: CancelToken) -> tuple[list[LoadedCase], list[LoadedCase], list[LoadedCase], tuple | None]:
+    """Read every case of the split (with teacher tokens where they are used), reporting per case.
+
+    Returns the three groups and the target spacing (z, y, x mm) they were resampled to: the
+    config's, else the median of the labeled cases."""
     unlabeled = split.unlabeled if config.uses_unlabeled else []
     total = len(split.labeled) + len(unlabeled) + len(split.validation)
+    spacing = resolve_target_spacing(config.target_spacing, split.labeled)
     groups: list[list[LoadedCase]] = []
     offset = 0
     for specs, tokens in ((split.labeled, True), (unlabeled, True), (split.validation, False)):
         groups.append(load_cases(
             specs, labelmap=split.labelmap, teacher=teacher if tokens else None, cache=cache if tokens else None,
             window=tuple(config.teacher_window), stride=config.token_stride, clip=config.intensity_window,
+            target_spacing=spacing,
             start_progress=lambda done, _total, cid, base=offset: emit(StageEvent("loading", cid, base + done, total)),
             token_progress=lambda cid, done, slices: emit(StageEvent("teacher-tokens", cid, done, slices)),
             cancel=cancel,
         ))
         offset += len(specs)
     emit(StageEvent("loading", f"{total} case(s) loaded", total, total))
-    return groups[0], groups[1], groups[2]
+    return groups[0], groups[1], groups[2], spacing
 
 
 def _cancel_message(exc: BaseException, state: _TrainState, emit: _Emitter) -> str:

@@ -14,13 +14,15 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from dinomix_core.data.dataset import CaseSpec, load_cases, load_nnunet_dataset, select_labeled
+from dinomix_core.data.dataset import CaseSpec, load_cases, load_nnunet_dataset, resolve_target_spacing, select_labeled
+from dinomix_core.data.geometry import CANONICAL_ORIENTATION
 from dinomix_core.data.preprocess import student_intensity
 from dinomix_core.data.token_cache import TokenCache
 from dinomix_core.engine.checkpoint import MODEL_KIND, load_checkpoint
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.distributed import DistContext
 from dinomix_core.engine.events import CancelToken, Cancelled, StageEvent, TrainingCancelled, emit_all
+from dinomix_core.engine._regrid import needs_regrid, predict_labels_regridded, predict_with_uncertainty_regridded
 from dinomix_core.engine._uncertainty import predict_with_uncertainty_bounded
 from dinomix_core.engine.inferer import body_mask, predict_volume
 from dinomix_core.engine.trainer import TeacherInfo, Trainer, TrainResult
@@ -75,7 +77,9 @@ def train_on_specs(
     """Load the cases (with cached DINOv3 tokens when FKD is on) and train one model.
 
     ``teacher``: an already built teacher (see :func:`make_teacher`); by default it is built
-    here from ``teacher_weights``.
+    here from ``teacher_weights``. Every case is resampled to ``config.target_spacing``
+    (z, y, x mm; None: the labeled cases' median spacing) in LPS order before its tokens are
+    computed; ``model.pt`` records that spacing.
     """
     dist = dist or DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     callbacks = list(callbacks)
@@ -88,12 +92,14 @@ def train_on_specs(
         info = TeacherInfo(teacher_id=teacher.teacher_id, is_random=bool(teacher.is_random), embed_dim=int(teacher.embed_dim))
     cached = teacher is not None and config.token_source == "cache"
     cache = TokenCache(cache_dir if cache_dir is not None else default_cache_dir()) if cached else None
+    spacing = resolve_target_spacing(config.target_spacing, labeled)
 
     def load(specs, what):
         emit_all(callbacks, StageEvent("loading", f"{len(specs)} {what} cases"))
         return load_cases(
             specs, labelmap=labelmap, teacher=teacher if cached else None, cache=cache,
             window=tuple(config.teacher_window), stride=config.token_stride, clip=config.intensity_window,
+            target_spacing=spacing,
             start_progress=lambda done, total, cid: emit_all(callbacks, StageEvent("loading", cid, done, total)),
             token_progress=lambda cid, done, total: emit_all(callbacks, StageEvent("teacher-tokens", cid, done, total)),
             cancel=cancel,
@@ -103,13 +109,14 @@ def train_on_specs(
     try:
         loaded_l = load(labeled, "labeled")
         loaded_u = load(unl_specs, "unlabeled")
-        loaded_v = load_cases(val, labelmap=labelmap, clip=config.intensity_window, cancel=cancel) if val else []
+        loaded_v = load_cases(val, labelmap=labelmap, clip=config.intensity_window, target_spacing=spacing,
+                              cancel=cancel) if val else []
     except Cancelled as exc:
         raise TrainingCancelled(f"{exc}; nothing trained yet") from None
     trainer = Trainer(
         config, loaded_l, loaded_u, labelmap, out_dir=out_dir, teacher=info,
         online_teacher=teacher if (teacher is not None and not cached) else None,
-        val_cases=loaded_v, callbacks=callbacks, cancel=cancel, dist=dist,
+        val_cases=loaded_v, callbacks=callbacks, cancel=cancel, dist=dist, target_spacing=spacing,
     )
     return trainer.fit(resume=resume)
 
@@ -155,6 +162,11 @@ class LoadedModel:
         self.labelmap = LabelMap.from_dataset_json(meta["labelmap"])
         self.clip = tuple(meta["preprocessing"]["clip_hu"])
         self.window = tuple(meta["preprocessing"]["window"])
+        # The grid the student was trained on; checkpoints from before these were recorded
+        # predict on the input's own grid, as they did.
+        spacing = meta["preprocessing"].get("spacing_zyx")
+        self.target_spacing = None if spacing is None else tuple(float(v) for v in spacing)
+        self.reorient = meta["preprocessing"].get("orientation") == CANONICAL_ORIENTATION
 
     @property
     def teacher_note(self) -> str:
@@ -168,8 +180,13 @@ class LoadedModel:
         """Labels on ``volume``'s exact grid (z, y, x); optionally (C, z, y, x) probabilities.
 
         Windows outside the body of a CT are skipped (its labels there are background), or
-        outside ``skip_mask`` when given (labels there are then left as predicted).
+        outside ``skip_mask`` when given (labels there are then left as predicted). The
+        student runs on the grid it was trained on (LPS, ``target_spacing`` mm); probabilities
+        come back to ``volume``'s grid before the argmax (``engine/_regrid.py``).
         """
+        if needs_regrid(self, volume):
+            return predict_labels_regridded(self, volume, tta=tta, progress=progress, cancel=cancel,
+                                            return_probs=return_probs, skip_mask=skip_mask)
         options = {} if skip_mask is None else {"skip_mask": skip_mask, "skip_outside_body": False}
         return predict_volume(
             self.model, volume, preprocess=self.preprocess, window=self.window, overlap=0.5,
@@ -206,6 +223,9 @@ def predict_with_uncertainty(model: LoadedModel, volume: Volume, *, class_weight
     with ``class_weights``. ``progress(done, total)`` counts windows; ``cancel()`` raises
     ``InferenceCancelled`` between window batches.
     """
+    if needs_regrid(model, volume):  # on the model's grid, back to volume's (engine/_regrid.py)
+        return predict_with_uncertainty_regridded(model, volume, class_weights=class_weights, tta=tta,
+                                                  progress=progress, cancel=cancel)
     # Bounded memory: z-slabs are reduced to labels/entropy as windows finish (engine/_uncertainty.py).
     return predict_with_uncertainty_bounded(
         model.model, volume, preprocess=model.preprocess, window=model.window, class_weights=class_weights,

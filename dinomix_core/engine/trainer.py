@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from dinomix_core.data.batches import TrainBatches
+from dinomix_core.data.geometry import CANONICAL_ORIENTATION, same_spacing
 from dinomix_core.data.patches import PatchSampler
 from dinomix_core.engine.checkpoint import MODEL_KIND, STATE_KIND, load_checkpoint, save_checkpoint
 from dinomix_core.engine.config import TrainConfig
@@ -79,6 +80,10 @@ class Trainer:
 
     ``cancel`` is checked before every step and every validation window batch; a cancelled
     ``fit`` saves ``last.pt`` at the steps done and raises ``TrainingCancelled``.
+
+    ``target_spacing`` (z, y, x mm): the grid the cases were resampled to (``load_cases``),
+    recorded in ``model.pt`` so inference resamples its input to it; by default the labeled
+    cases' common spacing (none is recorded when they differ).
     """
 
     def __init__(
@@ -97,9 +102,11 @@ class Trainer:
         dist: DistContext | None = None,
         val_held_out: bool = True,
         announce_done: bool = True,
+        target_spacing: Sequence[float] | None = None,
     ):
         self.cfg = config
         self.labelmap = labelmap
+        self.target_spacing = _run_spacing(target_spacing, labeled)
         self.out_dir = Path(out_dir)
         self.teacher = teacher or TeacherInfo()
         self.online_teacher = online_teacher
@@ -285,7 +292,7 @@ class Trainer:
     def save_model(self, path: Path, step: int) -> Path:
         if not self.dist.is_main:
             return path
-        meta = model_meta(self.cfg, self.student, self.labelmap, self.teacher, step)
+        meta = model_meta(self.cfg, self.student, self.labelmap, self.teacher, step, spacing_zyx=self.target_spacing)
         save_checkpoint(path, kind=MODEL_KIND, meta=meta, tensors={"state_dict": _cpu_state(self.student)})
         return path
 
@@ -368,6 +375,7 @@ class Trainer:
                 "teacher": vars(self.teacher),
                 "teacher_note": _teacher_note(self.teacher, self.cfg),
                 "config": self.cfg.to_dict(),
+                "target_spacing_zyx": None if self.target_spacing is None else list(self.target_spacing),
                 "classes": self.labelmap.names,
                 "history": self.history,
                 "validation": self.validation,
@@ -376,16 +384,34 @@ class Trainer:
         return path
 
 
-def model_meta(cfg: TrainConfig, student, labelmap: LabelMap, teacher: TeacherInfo, step: int) -> dict:
+def model_meta(cfg: TrainConfig, student, labelmap: LabelMap, teacher: TeacherInfo, step: int, *,
+               spacing_zyx: Sequence[float] | None = None) -> dict:
+    """What ``model.pt`` records. ``preprocessing.spacing_zyx`` (mm) and ``orientation`` tell
+    inference which grid the student was trained on (absent in checkpoints from before them:
+    such a model predicts on the input's own grid)."""
+    preprocessing = {"clip_hu": list(cfg.intensity_window), "window": list(cfg.patch_size),
+                     "orientation": CANONICAL_ORIENTATION}
+    if spacing_zyx is not None:
+        preprocessing["spacing_zyx"] = [float(v) for v in spacing_zyx]
     return {
         "student": student.config,
         "labelmap": labelmap.to_dataset_json_dict(),
-        "preprocessing": {"clip_hu": list(cfg.intensity_window), "window": list(cfg.patch_size)},
+        "preprocessing": preprocessing,
         "method": cfg.method,
         "steps": step,
         "teacher": vars(teacher),
         "teacher_note": _teacher_note(teacher, cfg),
     }
+
+
+def _run_spacing(requested: Sequence[float] | None, labeled: Sequence) -> tuple[float, float, float] | None:
+    """The spacing to record: the one given, else the labeled cases' common spacing (None if they differ)."""
+    if requested is not None:
+        return tuple(float(v) for v in requested)
+    spacings = [tuple(c.spacing_zyx) for c in labeled if getattr(c, "spacing_zyx", None) is not None]
+    if spacings and all(same_spacing(s, spacings[0]) for s in spacings):
+        return tuple(float(v) for v in spacings[0])
+    return None
 
 
 def _teacher_note(teacher: TeacherInfo, cfg: TrainConfig) -> str:
