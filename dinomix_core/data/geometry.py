@@ -97,6 +97,16 @@ class NetworkGrid:
         """A boolean (z, y, x) mask on the input's grid -> on the network's grid (nearest neighbour)."""
         return self.labels_to_network(np.asarray(mask).astype(np.uint8)).astype(bool)
 
+    def canonical_mask_to_network(self, mask: np.ndarray) -> np.ndarray:
+        """A boolean (z, y, x) mask on the canonical input grid -> on the network's grid (nearest neighbour)."""
+        mask = np.asarray(mask, dtype=bool)
+        if tuple(mask.shape) != self.canonical_shape:
+            raise ValueError(f"mask of shape {mask.shape} does not lie on the canonical grid {self.canonical_shape}")
+        if not self.resampled:
+            return mask
+        vol = self.canonical.with_array(mask.astype(np.uint8), modality="SEG")
+        return resample_like(vol, self.network, is_label=True).array.astype(bool)
+
     def to_input(self, canonical_array: np.ndarray) -> np.ndarray:
         """An array (..., z, y, x) on the canonical input grid -> the input's own order (contiguous)."""
         return from_canonical(canonical_array, self.reorientation)

@@ -166,19 +166,17 @@ def predict_labels_regridded(model, volume: Volume, *, tta: bool = False, progre
     """
     grid = model_grid(model, volume)
     is_ct = (volume.modality or "").upper() == "CT"
-    body = body_mask(np.asarray(volume.array)) if (is_ct and skip_mask is None) else None
-    mask = body if skip_mask is None else np.asarray(skip_mask, dtype=bool)
+    body = _canonical_body(grid) if (is_ct and skip_mask is None) else None
+    mask = body if skip_mask is None else np.asarray(grid.reorientation.to_canonical(np.asarray(skip_mask, dtype=bool)))
     sink = _LabelSink(grid.canonical_shape, keep_probs=return_probs)
-    _stream_to_input(model, grid, sink, skip_mask_net=None if mask is None else _mask_net(grid, mask),
+    _stream_to_input(model, grid, sink, skip_mask_net=None if mask is None else grid.canonical_mask_to_network(mask),
                      tta=tta, progress=progress, cancel=cancel)
-    labels = grid.to_input(sink.labels)
     if body is not None:
-        labels[~body] = 0
-    out = volume.with_array(labels, source=None, modality="labels")
+        sink.labels[~body] = 0
+    out = volume.with_array(grid.to_input(sink.labels), source=None, modality="labels")
     if not return_probs:
         return out
-    probs = torch.from_numpy(grid.to_input(sink.probs.numpy()))
-    return out, probs
+    return out, torch.from_numpy(grid.to_input(sink.probs.numpy()))
 
 
 def predict_with_uncertainty_regridded(model, volume: Volume, *, class_weights=None, tta: bool = False,
@@ -187,23 +185,25 @@ def predict_with_uncertainty_regridded(model, volume: Volume, *, class_weights=N
 
     The numbers are those of ``_uncertainty.predict_with_uncertainty_bounded``, computed from the
     probabilities resampled to the input's grid. For a CT, labels and uncertainty are 0 outside
-    the body (found on the input's grid; windows outside it are skipped on the network's grid).
+    the body (found on the input's grid in LPS order; windows outside it are skipped on the
+    network's grid).
     """
     grid = model_grid(model, volume)
-    body = body_mask(np.asarray(volume.array)) if (volume.modality or "").upper() == "CT" else None
+    body = _canonical_body(grid) if (volume.modality or "").upper() == "CT" else None
     sink = SlabUncertainty(grid.canonical_shape)
-    _stream_to_input(model, grid, sink, skip_mask_net=None if body is None else _mask_net(grid, body),
+    _stream_to_input(model, grid, sink, skip_mask_net=None if body is None else grid.canonical_mask_to_network(body),
                      tta=tta, progress=progress, cancel=cancel)
     score, per_class = sink.summary(class_weights)
-    labels, uncertainty = grid.to_input(sink.labels), grid.to_input(sink.uncertainty)
+    labels, uncertainty = sink.labels, sink.uncertainty
     del sink
     if body is not None:
         outside = ~body
         labels[outside] = 0
         uncertainty[outside] = 0
-    return volume.with_array(labels, source=None, modality="labels"), uncertainty, float(score), per_class
+    return (volume.with_array(grid.to_input(labels), source=None, modality="labels"), grid.to_input(uncertainty),
+            float(score), per_class)
 
 
-def _mask_net(grid: NetworkGrid, mask: np.ndarray) -> np.ndarray:
-    """A (z, y, x) mask on the input grid -> the network grid (nearest), to skip windows there."""
-    return grid.mask_to_network(mask)
+def _canonical_body(grid: NetworkGrid) -> np.ndarray:
+    """Body mask on the canonical input grid: its slice-wise hole filling needs axial slices on axis 0."""
+    return body_mask(np.asarray(grid.canonical.array))
