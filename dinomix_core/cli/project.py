@@ -67,18 +67,28 @@ def cmd_classes(args) -> int:
 
 
 def cmd_add(args) -> int:
+    """Exit 0 when everything asked for is in the project (added, or already there as a duplicate;
+    label-like files left out of a scanned folder are expected); 2 when anything could not be added."""
     with _open(args) as project:
         report = project.add_images(args.paths, copy=args.copy)
+    failed = [(p, r) for p, r in report.skipped if p not in report.existing and not r.startswith("looks like a label")]
     if args.json:
-        _print_json({"added": [{"id": c, "path": str(p)} for c, p in report.added],
-                     "skipped": [{"path": str(p), "reason": r} for p, r in report.skipped]})
+        _print_json({"added": [{"id": c, "path": str(p), **({"series": report.series[c]} if c in report.series else {})}
+                               for c, p in report.added],
+                     "skipped": [{"path": str(p), "reason": r} for p, r in report.skipped],
+                     "failed": len(failed)})
     else:
         for case_id, path in report.added:
-            print(f"added    {case_id:<24} {path}")
+            print(f"added    {case_id:<24} {report.series.get(case_id, path)}")
         for path, reason in report.skipped:
             print(f"skipped  {path}: {reason}")
-        print(f"{len(report.added)} added, {len(report.skipped)} skipped")
-    return 0 if report.added or not report.skipped or report.existing else 1
+        print(f"{len(report.added)} added, {len(report.skipped)} skipped"
+              + (f" ({len(failed)} could not be added)" if failed else ""))
+    if failed:
+        print(f"error: {len(failed)} of the paths given could not be added (see the skipped lines); "
+              "fix or remove them and run the add again (cases already added are kept).", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_status(args) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,9 @@ class DicomSeriesIO(ReaderWriter):
             others = {u: f for u, f in series.items() if u != uid}
             note = (f"only series in the folder ({len(series[uid])} files)" if not others else
                     f"largest of {len(series)} series ({len(series[uid])} files); others: {_describe(others)}")
-        log.info("%s: reading DICOM series %s (%s)", path, uid, note)
+        # Several series and none asked for: a warning, so every front end shows the choice (stderr, napari).
+        log.log(logging.WARNING if series_uid is None and len(series) > 1 else logging.INFO,
+                "%s: reading DICOM series %s (%s)", path, uid, note)
         files = series[uid]
         first = _header(files[0], path)
         if len(files) == 1 and first.GetDimension() == 3:  # one multi-frame (enhanced) file
@@ -179,6 +182,50 @@ def list_series(folder: Path) -> dict[str, list[str]]:
         raise VolumeReadError(folder, "holds no DICOM series (no readable DICOM files directly in this folder)." + hint,
                               "Pass the folder that contains the .dcm files of one CT series, or an image file.")
     return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One DICOM series of a folder: uid, slice files (sorted along the normal), description, number."""
+
+    uid: str
+    files: tuple[str, ...]
+    description: str
+    number: str
+
+    def label(self) -> str:
+        """``'ARTERIAL 1.0mm' (series 3, 212 files, uid 1.2.840...)`` for reports."""
+        name = f"{self.description!r} " if self.description else ""
+        number = f"series {self.number}, " if self.number else ""
+        return f"{name}({number}{len(self.files)} files, uid {self.uid})"
+
+
+def describe_series(folder: str | os.PathLike) -> list[SeriesInfo]:
+    """Every series directly in ``folder``, largest first (one header read per series).
+
+    Raises :class:`VolumeReadError` naming the folder when it holds none.
+    """
+    folder = Path(folder)
+    out = []
+    for uid, files in list_series(folder).items():
+        header = _header(files[0], folder)
+        out.append(SeriesInfo(uid, tuple(files), _tag(header, "0008|103e"), _tag(header, "0020|0011")))
+    return sorted(out, key=lambda s: (-len(s.files), s.uid))
+
+
+def choose_series(folder: str | os.PathLike, series_uid: str | None = None) -> tuple[SeriesInfo, list[SeriesInfo]]:
+    """The series to read from ``folder`` and the others: ``series_uid``'s, else the largest.
+
+    An unknown ``series_uid`` raises :class:`VolumeReadError` listing the folder's series.
+    """
+    series = describe_series(folder)
+    if series_uid is None:
+        return series[0], series[1:]
+    for info in series:
+        if info.uid == series_uid:
+            return info, [s for s in series if s is not info]
+    raise VolumeReadError(folder, f"holds no DICOM series with uid {series_uid!r}.",
+                          f"Use one of: {'; '.join(s.label() for s in series)}.")
 
 
 def series_uid_of_file(path: str | os.PathLike) -> str:

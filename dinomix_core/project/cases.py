@@ -17,13 +17,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dinomix_core.io import Volume, content_hash, read_volume
+from dinomix_core.io import Volume, read_volume
+from dinomix_core.io.dicom import SeriesInfo, choose_series
 from dinomix_core.io.atomic import atomic_path
 from dinomix_core.io.errors import DinomixInputError, GeometryMismatchError
 from dinomix_core.project._util import utc_now
 from dinomix_core.project.errors import CaseNotFoundError, ImageChangedError, ProjectError
-from dinomix_core.project.scan import (DETACHED_SUFFIXES, Candidate, case_id_from_path, make_unique,
-                                       sanitize_case_id, scan_paths, split_image_suffix, stat_signature, visible_tree)
+from dinomix_core.project.scan import (DETACHED_SUFFIXES, Candidate, case_id_from_path, expand_series, files_hash,
+                                       image_hash, make_unique, sanitize_case_id, scan_paths, series_case_id,
+                                       split_image_suffix, stat_signature, visible_tree)
 
 IMAGE_OK, IMAGE_CHANGED, IMAGE_MISSING = "ok", "changed", "missing"
 
@@ -86,6 +88,7 @@ class AddReport:
     added: list[tuple[str, Path]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     existing: dict[Path, str] = field(default_factory=dict)  # skipped duplicates -> their case id
+    series: dict[str, str] = field(default_factory=dict)  # case id -> which series of its folder it is
 
 
 def _case_from_row(project, row: dict) -> Case:
@@ -111,44 +114,62 @@ class CasesMixin:
         """
         candidates, skipped = scan_paths(list(paths), exclude=self.root)
         report = AddReport(skipped=list(skipped))
-        for cand in candidates:
+        for folder_or_file in candidates:
             try:
-                case_id, added, reason = self.add_image(cand.path, copy=copy, dicom_folder=cand.is_dicom_folder)
+                expanded = expand_series(folder_or_file)  # a folder with several DICOM series: one case each
             except DinomixInputError as exc:
-                report.skipped.append((cand.path, exc.problem + (f" Fix: {exc.fix}" if exc.fix else "")))
+                report.skipped.append((folder_or_file.path, _reason(exc)))
                 continue
-            if added:
-                report.added.append((case_id, cand.path))
-            else:
-                report.skipped.append((cand.path, reason))
-                report.existing[cand.path] = case_id
+            for cand, info in expanded:
+                where = cand.path if info is None else Path(info.files[0])
+                try:
+                    case_id, added, reason = self.add_image(cand.path, copy=copy, dicom_folder=cand.is_dicom_folder,
+                                                            series_uid=cand.series_uid)
+                except DinomixInputError as exc:
+                    report.skipped.append((where, _reason(exc)))
+                    continue
+                if info is not None:
+                    report.series[case_id] = f"DICOM series {info.label()} of {cand.path}"
+                if added:
+                    report.added.append((case_id, cand.path))
+                else:
+                    report.skipped.append((where, reason))
+                    report.existing[where] = case_id
         return report
 
     def add_image(self, path: str | os.PathLike, *, copy: bool = False, case_id: str | None = None,
-                  dicom_folder: bool | None = None) -> AddOutcome:
+                  dicom_folder: bool | None = None, series_uid: str | None = None) -> AddOutcome:
         """Add one image file or DICOM series folder; a duplicate is not added (``added`` False).
 
-        ``case_id`` replaces the id derived from the name (still made unique). Unreadable
-        images raise :class:`DinomixInputError` with the reason.
+        ``case_id`` replaces the id derived from the name (still made unique). ``series_uid``
+        adds that one series of a DICOM folder holding several (named from its description,
+        else its uid; stored as its first slice, or copied into a folder of its own).
+        Unreadable images raise :class:`DinomixInputError` with the reason.
         """
         path = Path(path).expanduser().resolve()
-        cand = Candidate(path, path.is_dir() if dicom_folder is None else dicom_folder)
-        digest = content_hash(cand.path)
+        cand = Candidate(path, path.is_dir() if dicom_folder is None else dicom_folder, series_uid)
+        info: SeriesInfo | None = choose_series(path, series_uid)[0] if series_uid is not None else None
+        digest = files_hash(info.files) if info is not None else image_hash(cand.path)
         dup = self._case_with_hash(digest)
         if dup is not None:
             return AddOutcome(dup[0], False, dup[1])
-        volume = read_volume(cand.path)
-        base = sanitize_case_id(case_id) if case_id else case_id_from_path(cand.path, is_dicom_folder=cand.is_dicom_folder)
+        volume = read_volume(cand.path, series_uid=series_uid)
+        if case_id:
+            base = sanitize_case_id(case_id)
+        elif info is not None:
+            base = series_case_id(info)
+        else:
+            base = case_id_from_path(cand.path, is_dicom_folder=cand.is_dicom_folder)
         with self.write() as conn:
             dup = self._case_with_hash(digest)
             if dup is not None:  # another process added it while we were reading
                 return AddOutcome(dup[0], False, dup[1])
             taken = {r[0] for r in conn.execute("SELECT id FROM cases")}
             new_id = make_unique(base, taken)
-            stored_path, stored = str(cand.path), "reference"
+            stored_path, stored = str(cand.path if info is None else info.files[0]), "reference"
             if copy:
-                copied = self._copy_in(cand, new_id)
-                copied_hash = content_hash(copied)
+                copied = self._copy_in(cand, new_id, files=None if info is None else [Path(f) for f in info.files])
+                copied_hash = image_hash(copied)
                 if copied_hash != digest:
                     raise ProjectError(copied, "the copy does not match its source (disk error or the file changed while copying).",
                                        "Retry the add; check the disk if it happens again.")
@@ -172,8 +193,11 @@ class CasesMixin:
         return row["id"], (f"same content as removed case {row['id']!r}; bring it back with "
                            f"`dinomix project remove {self.root} {row['id']} --undo`")
 
-    def _copy_in(self, cand: Candidate, case_id: str) -> Path:
-        """Copy an image into images/ atomically (file: temp + rename; folder: temp folder + rename)."""
+    def _copy_in(self, cand: Candidate, case_id: str, *, files: list[Path] | None = None) -> Path:
+        """Copy an image into images/ atomically (file: temp + rename; folder: temp folder + rename).
+
+        ``files``: for one series of a multi-series folder, just its slices (into a folder of its own).
+        """
         images = self.root / "images"
         tag = uuid.uuid4().hex[:8]
         if cand.is_dicom_folder:
@@ -183,7 +207,7 @@ class CasesMixin:
             tmp = images / f".{case_id}.{tag}.partial"
             tmp.mkdir(parents=True)
             try:
-                for f in visible_tree(cand.path):
+                for f in (files if files is not None else visible_tree(cand.path)):
                     dest_file = tmp / f.relative_to(cand.path)
                     dest_file.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(f, dest_file)
@@ -234,7 +258,7 @@ class CasesMixin:
         signature = stat_signature(path)
         if not verify and row is not None and row["stat_sig"] == signature:
             return IMAGE_OK
-        if content_hash(path) != case.content_hash:
+        if image_hash(path) != case.content_hash:
             return IMAGE_CHANGED
         with self.write() as conn:
             conn.execute("UPDATE cases SET stat_sig = ? WHERE id = ?", (signature, case.id))
@@ -271,7 +295,7 @@ class CasesMixin:
         if has_labels and not case.grid().same_grid(volume):
             raise GeometryMismatchError(path, f"has a different voxel grid from case {case_id!r}, whose labels would no longer fit.",
                                         "Relink the original image, or add the new one as a new case.")
-        digest = content_hash(path)
+        digest = image_hash(path)
         dup = self._case_with_hash(digest)
         if dup is not None and dup[0] != case_id:
             raise ProjectError(path, dup[1], "Relink a different file.")
@@ -305,6 +329,10 @@ class CasesMixin:
                                f"Remove {dup['id']!r} first if you want {case_id!r} back.")
         with self.write() as conn:
             conn.execute("UPDATE cases SET deleted_at = NULL WHERE id = ?", (case_id,))
+
+
+def _reason(exc: DinomixInputError) -> str:
+    return exc.problem + (f" Fix: {exc.fix}" if exc.fix else "")
 
 
 def _changed_problem(case_id: str, state: str) -> str:

@@ -323,9 +323,8 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
         """As :meth:`CasesMixin.image_state`; read-only, a changed size/mtime is re-hashed but not recorded."""
         if not self.readonly:
             return super().image_state(case, verify=verify)
-        from dinomix_core.io import content_hash
         from dinomix_core.project.cases import IMAGE_CHANGED, IMAGE_MISSING, IMAGE_OK
-        from dinomix_core.project.scan import stat_signature
+        from dinomix_core.project.scan import image_hash, stat_signature
 
         case = self.case(case, include_removed=True) if isinstance(case, str) else case
         path = case.image_path
@@ -334,7 +333,7 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
         row = self.query_one("SELECT stat_sig FROM cases WHERE id = ?", (case.id,))
         if not verify and row is not None and row["stat_sig"] == stat_signature(path):
             return IMAGE_OK
-        return IMAGE_OK if content_hash(path) == case.content_hash else IMAGE_CHANGED
+        return IMAGE_OK if image_hash(path) == case.content_hash else IMAGE_CHANGED
 
     # -- housekeeping (implemented in tidy.py / summary.py / ranking.py) -----------------
 
