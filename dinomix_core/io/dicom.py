@@ -166,6 +166,7 @@ class DicomSeriesIO(ReaderWriter):
                                   "Re-export the series from the PACS or scanner.") from exc
         modality = _tag(first, "0008|0060") or "CT"
         meta = {"format": "dicom", "series_uid": uid, "series_choice": note, "num_series": len(series),
+                "series_description": _tag(first, "0008|103e"),
                 "num_files": len(files), "modality": modality, "source_pixel_type": image.GetPixelIDTypeAsString()}
         return image, meta
 

@@ -98,8 +98,8 @@ def _series_folder(folder: Path) -> Path:
     best = max(found, key=lambda f: (counts[f], str(f)))
     if len(found) > 1:
         others = ", ".join(f"{f.relative_to(folder)} ({counts[f]} files)" for f in found if f != best)
-        log.info("%s: opening %s (%d files), the largest series folder; others: %s",
-                 folder, best.relative_to(folder), counts[best], others)
+        _notify(f"{folder}: opening {best.relative_to(folder)} ({counts[best]} files), the largest series folder; "
+                f"others: {others} (open one of them to see it).")
     return best
 
 
@@ -110,13 +110,18 @@ def _dicom_layer(path: Path) -> tuple:
                                       "choice": volume.meta.get("series_choice", ""),
                                       "num_series": volume.meta.get("num_series", 1)}
     if volume.meta.get("num_series", 1) > 1:
-        _notify(f"{path}: opened DICOM series {volume.meta.get('series_uid')} ({volume.meta.get('series_choice')}).")
+        _notify(f"{path}: opened DICOM series {volume.meta.get('series_uid')} ({volume.meta.get('series_choice')}); "
+                "open one slice file of another series to see that one.")
     return data, kwargs, kind
 
 
 def _series_name(volume: Volume, path: Path) -> str:
+    """The folder's name; with several series in it, also which one (description, else uid)."""
     folder = path if path.is_dir() else path.parent
-    return folder.name or "DICOM"
+    name = folder.name or "DICOM"
+    if volume.meta.get("num_series", 1) > 1:
+        name += f" [{volume.meta.get('series_description') or volume.meta.get('series_uid')}]"
+    return name
 
 
 def _series_uid_of(path: Path) -> str:

@@ -125,3 +125,18 @@ def test_napari_reader_opens_the_largest_series_and_says_so(export, caplog):
     meta = kwargs["metadata"][SERIES_KEY]
     assert meta["series_uid"] == BIG and meta["num_series"] == 2 and "largest of 2 series" in meta["choice"]
     assert f"opened DICOM series {BIG}" in caplog.text
+
+
+def test_napari_reader_names_the_layer_after_the_series_and_opens_a_chosen_one(export, tmp_path, caplog):
+    from napari_dinomix._reader import read_layers
+
+    (data, kwargs, _), = read_layers(str(export))
+    assert kwargs["name"] == "export [ARTERIAL 1mm]"
+    (data, kwargs, _), = read_layers(str(sorted(export.glob(f"CT.{SMALL}.*"))[0]))  # a slice of the other series
+    assert data.shape == (4, 20, 24) and kwargs["name"] == f"export [{SMALL}]"
+    nested = tmp_path / "PAT"
+    write_series(nested / "S1", ct_hu((3, 20, 24)), series_uid="1.2.3.71")
+    write_series(nested / "S2", ct_hu((5, 20, 24)), series_uid="1.2.3.72")
+    with caplog.at_level(logging.INFO):
+        (data, kwargs, _), = read_layers(str(nested))
+    assert data.shape == (5, 20, 24) and "opening S2 (5 files), the largest series folder; others: S1" in caplog.text
