@@ -36,31 +36,118 @@ import numpy as np
 
 
 class StallProbe:
-    """A 10 ms QTimer; each tick's lateness is how long the event loop could not run it."""
+    """A 10 ms QTimer; each tick's lateness is how long the event loop could not run it.
 
-    def __init__(self, interval_ms: int = 10):
+    Each tick is tagged with whether the simulated user was interacting at the time, so the
+    app's own main-thread cost (event pipe, plots, layers) can be told apart from the cost of
+    rendering the interaction (software OpenGL on a machine without a GPU).
+    """
+
+    def __init__(self, interval_ms: int = 10, interacting=lambda: False):
         from qtpy.QtCore import QTimer
 
         self.interval = interval_ms / 1000.0
+        self.interacting = interacting
         self.timer = QTimer()
         self.timer.setInterval(interval_ms)
         self.timer.timeout.connect(self._tick)
         self.last = None
         self.lateness: list[float] = []
+        self.tags: list[bool] = []
 
     def start(self) -> None:
         self.last = time.perf_counter()
         self.lateness = []
+        self.tags = []
         self.timer.start()
 
     def stop(self) -> list[float]:
         self.timer.stop()
         return self.lateness
 
+    def split(self) -> tuple[list[float], list[float]]:
+        """(lateness while interacting, lateness while not)."""
+        on = [v for v, t in zip(self.lateness, self.tags) if t]
+        off = [v for v, t in zip(self.lateness, self.tags) if not t]
+        return on, off
+
     def _tick(self) -> None:
         now = time.perf_counter()
         self.lateness.append(max(0.0, now - self.last - self.interval) * 1000.0)
+        self.tags.append(bool(self.interacting()))
         self.last = now
+
+
+class StallTracer:
+    """Samples the main thread's Python stack whenever the probe is late by more than ``threshold_ms``.
+
+    A background thread looks every 25 ms; while a stall lasts it records where the main
+    thread is, keyed by the innermost frame of the product's own code and the innermost
+    frame overall. The totals say which code the long stalls come from.
+    """
+
+    OURS = ("dinomix_core", "napari_dinomix", "dinomix_app", "benchmarks")
+
+    def __init__(self, probe: StallProbe, threshold_ms: float = 100.0, period_s: float = 0.025):
+        import threading
+
+        self.probe = probe
+        self.threshold = threshold_ms / 1000.0
+        self.period = period_s
+        self.main_id = threading.main_thread().ident
+        self.samples: dict[str, float] = {}
+        self.long: list[dict] = []  # stalls of 500 ms or more: when, and what every thread was doing
+        self.t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stall-tracer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> list[tuple[str, float]]:
+        self._stop.set()
+        self._thread.join(1.0)
+        top = sorted(self.samples.items(), key=lambda kv: -kv[1])[:10]
+        return [(where, round(ms)) for where, ms in top]
+
+    def _run(self) -> None:
+        import traceback
+
+        while not self._stop.wait(self.period):
+            last = self.probe.last
+            if last is None or not self.probe.timer.isActive():
+                continue
+            if time.perf_counter() - last < self.threshold:
+                continue
+            frame = sys._current_frames().get(self.main_id)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            ours = [f for f in stack if any(part in f.filename for part in self.OURS)]
+            inner = stack[-1]
+            mine = ours[-1] if ours else None
+            key = (f"{_short(mine.filename)}:{mine.lineno} {mine.name}" if mine else "(no product frame)") + \
+                f" <- {_short(inner.filename)}:{inner.lineno} {inner.name}"
+            self.samples[key] = self.samples.get(key, 0.0) + self.period * 1000.0
+            late = time.perf_counter() - last
+            if late >= 0.5 and (not self.long or self.long[-1]["since"] != last):
+                others = {}
+                for ident, other in sys._current_frames().items():
+                    if ident != self.main_id and ident != threading_ident():
+                        inner = traceback.extract_stack(other)[-1]
+                        others[str(ident)] = f"{_short(inner.filename)}:{inner.lineno} {inner.name}"
+                self.long.append({"since": last, "at_s": round(last - self.t0, 1), "main": key, "others": others})
+
+
+def threading_ident() -> int:
+    import threading
+
+    return threading.get_ident()
+
+
+def _short(filename: str) -> str:
+    parts = Path(filename).parts
+    return "/".join(parts[-3:])
 
 
 class Interaction:
@@ -133,8 +220,11 @@ def responsiveness(args) -> dict:
     session.open_case(unlabeled[0])
     wait(app, 2.0)
     interaction = Interaction(window)
-    probe = StallProbe()
+    probe = StallProbe(interacting=interaction.timer.isActive)
 
+    probe.start()
+    wait(app, args.baseline_s / 2)
+    idle = stats(probe.stop())
     interaction.timer.start()
     probe.start()
     wait(app, args.baseline_s)
@@ -146,10 +236,31 @@ def responsiveness(args) -> dict:
     if args.steps:
         panel.steps.setValue(args.steps)
     teacher = panel.teacher.currentData()
+    tracer = StallTracer(probe)
+    timeline: list[tuple[float, str]] = []
+    seen: set[str] = set()
+
+    def on_stage(event) -> None:
+        if event.stage not in seen or event.done == 0:
+            seen.add(event.stage)
+            timeline.append((round(time.perf_counter() - clicked, 1), f"{event.stage}: {event.message}"))
+
+    window.jobs.stage.connect(on_stage)
+    window.jobs.step.connect(lambda e: (e.step in (1, 50, 100, 150)) and timeline.append(
+        (round(time.perf_counter() - clicked, 1), f"step {e.step}")))
     probe.start()
+    tracer.start()
     clicked = time.perf_counter()
     panel.start_button.click()
     first_overlay = None
+    # The user interacts for 4 s, then watches for 4 s, and so on: the quiet spans measure the
+    # app's own main-thread work while training, without the cost of rendering the interaction.
+    from qtpy.QtCore import QTimer
+
+    toggle = QTimer()
+    toggle.setInterval(4000)
+    toggle.timeout.connect(lambda: interaction.timer.stop() if interaction.timer.isActive() else interaction.timer.start())
+    toggle.start()
 
     def overlay_shown() -> bool:
         layer = session.labels_layer
@@ -158,7 +269,11 @@ def responsiveness(args) -> dict:
     if wait(app, args.timeout_s, overlay_shown):
         first_overlay = time.perf_counter() - clicked
     wait(app, args.timeout_s, lambda: not window.jobs.training)
+    toggle.stop()
     during = stats(probe.stop())
+    stalls = tracer.stop()
+    long_stalls = [{k: v for k, v in item.items() if k != "since"} for item in tracer.long]
+    interacting, quiet = probe.split()
     interaction.timer.stop()
     shot = work / "train_tab.png"
     window.panel.tabs.setCurrentWidget(panel)
@@ -168,7 +283,9 @@ def responsiveness(args) -> dict:
     window.panel.shutdown()
     window.close()
     return {
-        "baseline": baseline, "training": during, "first_overlay_s": None if first_overlay is None else round(first_overlay, 1),
+        "idle": idle, "baseline": baseline, "training": during,
+        "training_interacting": stats(interacting), "training_quiet": stats(quiet), "stall_sources": stalls,
+        "long_stalls": long_stalls, "timeline": timeline, "first_overlay_s": None if first_overlay is None else round(first_overlay, 1),
         "training_state": window.jobs.state, "teacher": "random (no DINOv3 weights installed)" if teacher == "random" else teacher,
         "settings": {"preset": "Quick first model", "method": panel.method.currentText(), "steps": panel.steps.value(),
                      "device": args.device, "cases": args.cases, "labeled": 2, "phantom_size": "small",
@@ -258,7 +375,9 @@ def main(argv=None) -> int:
     t = result["training"]
     doc = {
         "max_stall_ms": t["max_ms"], "p99_stall_ms": t["p99_ms"], "baseline_max_stall_ms": result["baseline"]["max_ms"],
-        "baseline_p99_stall_ms": result["baseline"]["p99_ms"], "first_overlay_s": result["first_overlay_s"],
+        "baseline_p99_stall_ms": result["baseline"]["p99_ms"],
+        "quiet_max_stall_ms": result["training_quiet"]["max_ms"], "quiet_p99_stall_ms": result["training_quiet"]["p99_ms"],
+        "first_overlay_s": result["first_overlay_s"],
         **result, "machine": machine(), "measured_at": time.strftime("%Y-%m-%d %H:%M"),
     }
     if not args.skip_memory:

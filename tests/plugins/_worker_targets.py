@@ -45,7 +45,8 @@ def stream_and_compute(spec, callbacks=(), cancel=None):
     uncertainty[:] = np.linspace(0, 1, x, dtype=np.float16)[None, None, :]
     return {"torch_threads": torch.get_num_threads(), "omp_env": os.environ.get("OMP_NUM_THREADS"),
             "cancel_is_token": isinstance(cancel, CancelToken),
-            "sigint_ignored": signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "labels": labels, "uncertainty": uncertainty}
+            "sigint_ignored": signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+            "niceness": os.getpriority(os.PRIO_PROCESS, 0), "labels": labels, "uncertainty": uncertainty}
 
 
 def raise_input_error(spec, callbacks=(), cancel=None):

@@ -21,7 +21,7 @@ import pytest
 from qtpy.QtCore import QEventLoop, QTimer
 
 from napari_dinomix._worker import JobOutcome, JobWorker, _died_outcome, _open_message
-from napari_dinomix._worker_child import OOB_MIN_BYTES, _pack, default_num_threads
+from napari_dinomix._worker_child import OOB_MIN_BYTES, WORKER_NICENESS, _pack, default_num_threads
 
 SHAPE = (150, 512, 512)  # z, y, x: 39 MB of uint8 labels + 79 MB of float16 uncertainty
 
@@ -148,6 +148,8 @@ def test_the_child_limits_its_threads_ignores_ctrl_c_and_gets_a_cancel_token(str
     assert value["torch_threads"] == default_num_threads() == max(1, os.cpu_count() - 1)
     assert value["omp_env"] == str(default_num_threads())
     assert value["cancel_is_token"] is True
+    # The job yields the CPU to the GUI: it runs niced relative to the process that started it.
+    assert value["niceness"] >= min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
 
 
 def test_the_event_loop_stays_responsive_while_the_child_computes(streamed):
