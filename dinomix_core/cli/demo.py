@@ -45,7 +45,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dinomix_core.data.phantom import write_phantom_dataset
-    from dinomix_core.engine.config import TrainConfig
     from dinomix_core.cli.evaluate import format_report
     from dinomix_core.engine.evaluation import evaluate_folders
     from dinomix_core.engine.pipeline import LoadedModel, predict_file, train_on_dataset
@@ -54,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from dinomix_core.io.snapshot import overlay_rgb, save_overlay_png
     from dinomix_core.models.weights import MissingWeightsError, find_weights
 
+    config = _checked_config(args)  # before any case is generated or any step runs
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -72,10 +72,6 @@ def run(args: argparse.Namespace) -> int:
             teacher = "random"
             print("[teacher] no DINOv3 weights installed: using a RANDOM teacher (FKD is then only a plumbing check; "
                   "install weights with `dinomix weights add FILE` for real results)", file=sys.stderr)
-    config = TrainConfig(
-        method=args.method, student="unet3d", student_width=args.width, student_depth=args.depth,
-        patch_size=args.patch, steps=args.steps, seed=args.seed, optimizer="adamw", lr=3e-3, token_stride=args.token_stride, checkpoint_every=max(args.steps // 4, 1),
-    )
     run_dir = out / "run"
     progress = ConsoleProgress()
     try:
@@ -125,6 +121,31 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(out / "report.json", json.dumps(doc, indent=1))
     print(f"report:  {out / 'report.json'}\noverlay: {png} (image | ground truth | prediction, slice z={z})")
     return 0
+
+
+def _checked_config(args: argparse.Namespace):
+    """The demo's training settings and output folder, refused (one line, exit 2) before slow work."""
+    from dinomix_core.engine.config import METHODS, TrainConfig
+    from dinomix_core.engine.config_checks import check_split
+    from dinomix_core.engine.devices import resolve_device
+    from dinomix_core.io.errors import DinomixInputError
+    from dinomix_core.io.outputs import check_output_dir
+
+    if args.method not in METHODS:
+        raise DinomixInputError(None, f"--method {args.method}: not a method.", f"choose one of {', '.join(METHODS)}.")
+    if args.test < 1:
+        raise DinomixInputError(None, f"--test {args.test}: the demo scores at least 1 held-out case.", "pass --test 1 or more.")
+    config = TrainConfig(
+        method=args.method, student="unet3d", student_width=args.width, student_depth=args.depth,
+        patch_size=args.patch, steps=args.steps, seed=args.seed, optimizer="adamw", lr=3e-3,
+        token_stride=args.token_stride, checkpoint_every=max(args.steps // 4, 1),
+    )
+    names = {"steps": "--steps", "patch_size": "--patch", "student_width": "--width", "student_depth": "--depth",
+             "token_stride": "--token-stride", "seed": "--seed"}
+    config.validate(device=resolve_device(None), names=names)
+    check_split(config, args.labeled, args.cases - args.test - args.labeled, f"--cases {args.cases}")
+    check_output_dir(args.out, option="--out")
+    return config
 
 
 def _slice_with_most_classes(labels: np.ndarray) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from dinomix_core.engine.evaluation import evaluate_folders
 from dinomix_core.io.atomic import atomic_write_text
 from dinomix_core.io.errors import DinomixInputError
+from dinomix_core.io.outputs import check_output_file
 from dinomix_core.io.paths import files_in, refuse_overwriting_inputs
 
 
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         inputs = [*files_in(args.pred), *files_in(args.gt), labels, args.gt / "dataset.json",
                   args.gt.parent / "dataset.json"]
         refuse_overwriting_inputs([args.json], inputs, fix="pass a --json path outside the --pred and --gt folders.")
+        check_output_file(args.json, option="--json")  # before the (slow) surface distances
     report = evaluate_folders(args.pred, args.gt, args.labels, args.tail_k)
     print(format_report(report))
     if args.json is not None:

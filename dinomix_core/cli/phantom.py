@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dinomix_core.data.phantom import PHANTOM_SIZES, write_phantom_dataset
+from dinomix_core.io.outputs import check_output_dir
 
 
 def register(subparsers) -> None:
@@ -31,6 +32,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Before any case is generated. The new data set is built in a sibling folder and swapped
+    # in, so the folder above --out must be writable too.
+    out = check_output_dir(args.out, option="--out")
+    if out.is_dir():
+        check_output_dir(out.resolve().parent, option="--out")
+
     def progress(done: int, total: int, cid: str) -> None:
         print(f"[{done}/{total}] {cid}", flush=True)
 

@@ -41,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     src, dst = Path(args.input).expanduser(), Path(args.output).expanduser()
     series_uid = _series_uid(args.series_uid)
     jobs, folder_mode = _plan(src, dst, series_uid, args.checkpoint)  # checked before the model loads
-    model = LoadedModel(args.checkpoint, device=args.device)
+    from dinomix_core.engine.devices import resolve_device
+    from dinomix_core.io.outputs import check_output_dir, check_output_file
+
+    (check_output_dir if folder_mode else check_output_file)(dst, option="--output")
+    model = LoadedModel(args.checkpoint, device=resolve_device(args.device))
     if model.teacher_note.startswith("RANDOM TEACHER"):
         print(f"note: this model was trained with a random teacher ({model.teacher_note})", file=sys.stderr)
     if not folder_mode:

@@ -39,8 +39,10 @@ def _print_json(data) -> None:
 
 
 def cmd_init(args) -> int:
+    from dinomix_core.io.outputs import check_output_dir
     from dinomix_core.project import Project
 
+    check_output_dir(args.dir, option="DIR")
     label_map = _label_map(args.labels) if args.labels else None
     with Project.init(args.dir, label_map=label_map) as project:
         classes = f"{label_map.num_classes - 1} classes ({label_map.title or args.labels})" if label_map else "no class map yet"
@@ -173,8 +175,10 @@ def cmd_relink(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from dinomix_core.io.outputs import check_output_dir
     from dinomix_core.project.export import export_nnunet, export_slicer
 
+    check_output_dir(args.out, option="OUT")
     with _open(args, readonly=True) as project:
         if args.format == "nnunet":
             report = export_nnunet(project, args.out, overwrite=args.overwrite)
@@ -196,6 +200,12 @@ def cmd_import_nnunet(args) -> int:
     for path, reason in report.skipped:
         print(f"skipped  {path}: {reason}")
     print(f"{len(report.added)} case(s) added, {len(report.labeled)} label(s) imported, {len(report.skipped)} skipped")
+    # Exit codes say whether everything asked for was done: an identical label already there is.
+    failed = [p for p, reason in report.skipped if not reason.startswith("identical to revision")]
+    if failed:
+        print(f"error: {len(failed)} file(s) of {args.nnunet_dir} could not be imported (see the skipped lines); "
+              "fix or remove them and import again (what was imported is kept).", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -57,28 +57,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.data and not args.out:
-        raise DinomixInputError(args.data, "needs --out, the run folder to write model.pt and last.pt to.",
-                                "pass --out RUN_FOLDER.")
-    if args.out and not args.resume:
-        _refuse_existing_run(Path(args.out), force=args.force)
+    config, device = _check_before_slow_work(args)
     apply_threads(args)
     from dinomix_core.engine.distributed import init_distributed, shutdown_distributed
 
-    config = config_from_args(args)
-    dist = init_distributed(args.device)
+    dist = init_distributed(None if args.device is None else device.type)
     progress = ConsoleProgress(quiet=not dist.is_main)
     try:
         if args.project:
             return _train_project(args, config, dist, progress)
-        if args.labeled is None:
-            raise DinomixInputError(args.data, "needs --labeled to say which cases are labeled.",
-                                    "pass --labeled N (first N cases), --labeled ID,ID or --labeled split.txt.")
         from dinomix_core.engine.pipeline import train_on_dataset
 
-        labeled = int(args.labeled) if args.labeled.isdigit() else args.labeled
         result = train_on_dataset(
-            config, args.data, labeled, args.out, exclude=_ids(args.exclude), val_ids=_ids(args.val),
+            config, args.data, _labeled_spec(args), args.out, exclude=_ids(args.exclude), val_ids=_ids(args.val),
             teacher_weights=teacher_weights(args), callbacks=[progress], dist=dist, resume=args.resume,
             cache_dir=args.cache_dir,
         )
@@ -90,6 +81,59 @@ def run(args: argparse.Namespace) -> int:
         if result.validation and result.validation.get("mean_dice") is not None:
             print(f"validation mean Dice {result.validation['mean_dice']:.1f}%")
     return 0
+
+
+def option_names() -> dict[str, str]:
+    """Config field -> the option that sets it (``student_depth`` -> ``--depth``), for messages."""
+    return {field: "--" + option.replace("_", "-") for field, option in _OPTION_OF.items()}
+
+
+def _check_before_slow_work(args: argparse.Namespace):
+    """Every check that needs no case, token or teacher: options, device, output folder, resume.
+
+    Returns ``(config, device)``. Nothing is written before these pass.
+    """
+    from dinomix_core.engine.devices import resolve_device
+    from dinomix_core.io.outputs import check_output_dir
+
+    if args.data and not args.out:
+        raise DinomixInputError(args.data, "needs --out, the run folder to write model.pt and last.pt to.",
+                                "pass --out RUN_FOLDER.")
+    if args.project and args.labeled is not None:
+        raise DinomixInputError(args.project, "--labeled is for --data: a project's labeled cases are its cases "
+                                "with a final human label.", "drop --labeled (label cases with `dinomix project label`).")
+    if args.data:
+        _labeled_spec(args)
+    device = resolve_device(args.device)
+    config = config_from_args(args)
+    names = option_names()
+    config.validate(device=device, names=names)
+    if args.out:
+        check_output_dir(args.out, option="--out")
+    if args.data and args.resume:
+        from dinomix_core.engine.checkpoint import check_resumable
+
+        check_resumable(args.out, config, names=names)
+    if args.out and not args.resume:
+        _refuse_existing_run(Path(args.out), force=args.force)
+    return config, device
+
+
+def _labeled_spec(args: argparse.Namespace):
+    """``--labeled`` as the data set loader takes it: a count, an id list or a split file."""
+    if args.labeled is None:
+        raise DinomixInputError(args.data, "needs --labeled to say which cases are labeled.",
+                                "pass --labeled N (first N cases), --labeled ID,ID or --labeled split.txt.")
+    text = args.labeled.strip()
+    if text.lstrip("+-").isdigit():
+        count = int(text)
+        if count < 1:
+            raise DinomixInputError(None, f"--labeled {args.labeled}: training needs at least one labeled case.",
+                                    "pass --labeled 1 or more (the first N cases), or a list of case ids.")
+        return count
+    if not _ids(text) and not Path(text).is_file():
+        raise DinomixInputError(None, f"--labeled {args.labeled!r} names no case.", "pass N, ID,ID or a split file.")
+    return text
 
 
 def _refuse_existing_run(out: Path, *, force: bool) -> None:

@@ -30,8 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
+    from dinomix_core.io.outputs import check_output_dir
     from dinomix_core.models import weights as W
 
+    # Checked before the file is hashed (seconds for a large ViT): where it will be copied to.
+    check_output_dir(args.dir if args.dir is not None else W.user_weights_dir(),
+                     option="--dir" if args.dir is not None else None)
     path = W.add_weights(args.file, arch=args.arch, dest_dir=args.dir)
     parsed = W.parse_weights_name(path)
     arch = parsed.arch if parsed else (args.arch or "?")

@@ -111,6 +111,18 @@ class TrainConfig:
         if self.token_source not in ("cache", "online"):
             raise ValueError("token_source must be 'cache' or 'online'")
 
+    def validate(self, *, device=None, names: dict | None = None) -> "TrainConfig":
+        """Refuse settings that cannot train, before any slow work (one DinomixInputError line).
+
+        Steps, learning rate, weights, batch sizes, the patch (z, y, x voxels) against the
+        student's down-sampling and the token stride, and (with ``device``) a memory estimate.
+        ``names`` maps fields to the user's spelling (the CLI's ``--steps``). Returns self.
+        """
+        from dinomix_core.engine.config_checks import validate_config
+
+        validate_config(self, device=device, names=names)
+        return self
+
     @property
     def uses_unlabeled(self) -> bool:
         return bool(self.use_mean_teacher)

@@ -20,6 +20,7 @@ from dinomix_core.data.preprocess import student_intensity
 from dinomix_core.data.token_cache import TokenCache
 from dinomix_core.engine.checkpoint import MODEL_KIND, load_checkpoint
 from dinomix_core.engine.config import TrainConfig
+from dinomix_core.engine.config_checks import check_split
 from dinomix_core.engine.distributed import DistContext
 from dinomix_core.engine.events import CancelToken, Cancelled, StageEvent, TrainingCancelled, emit_all
 from dinomix_core.engine._regrid import needs_regrid, predict_labels_regridded, predict_with_uncertainty_regridded
@@ -140,6 +141,7 @@ def train_on_dataset(
         raise DinomixInputError(data_dir, f"has no case(s) {', '.join(sorted(missing))}.", "check the held-out case ids.")
     pool = [c for c in cases if c.case_id not in held_out]
     labeled, unlabeled = select_labeled(pool, labeled_spec)
+    check_split(config, len(labeled), len(unlabeled), data_dir)  # before the teacher and any case loads
     unlabeled_without = [c for c in labeled if c.label_path is None]
     if unlabeled_without:
         raise DinomixInputError(unlabeled_without[0].image_path, "is chosen as labeled but has no label in labelsTr.",
