@@ -143,7 +143,8 @@ class TrainJobSpec:
     ``validation_case``: the labeled case to hold out (used with >= 3 labeled cases).
     ``device``: "cpu", "cuda" or None (CUDA when present). ``num_threads``: torch CPU threads
     while the job runs. ``cache_dir``: teacher-token cache (default: the project's cache).
-    ``out_dir``: run folder (default: the project's ``runs/run-NNNN``).
+    ``out_dir``: run folder (default: the project's ``runs/run-NNNN``). ``predict_first``: the
+    unlabeled case predicted before the others (the one on screen: its overlay comes first).
     """
 
     project_dir: str
@@ -157,6 +158,7 @@ class TrainJobSpec:
     num_threads: int | None = None
     cache_dir: str | None = None
     out_dir: str | None = None
+    predict_first: str | None = None
 
 
 @dataclass
@@ -370,7 +372,8 @@ def _train(spec: TrainJobSpec, emit: _Emitter, cancel: CancelToken, dist: DistCo
     if dist.is_main and spec.predict_unlabeled and split.unlabeled:
         model = LoadedModel(result.model_path, device=dist.device)
         skip = predicted_by(project, run_id) if previous is not None else set()
-        stored = store_predictions(project, run_id, model, split.unlabeled, weights, emit, cancel, skip=skip)
+        stored = store_predictions(project, run_id, model, split.unlabeled, weights, emit, cancel, skip=skip,
+                                   first=spec.predict_first)
     if dist.is_main:
         metrics = {"last_losses": result.history[-1] if result.history else {}, "steps": result.steps_done,
                    "run_dir": str(run_dir), "predictions": stored}
@@ -405,7 +408,8 @@ def _check_resumable(run: Run, config: TrainConfig) -> None:
     except (TypeError, ValueError):
         return  # an unreadable record: the trainer checks the state file itself
     changed = [f"{name} {getattr(saved, name)!r} -> {getattr(config, name)!r}"
-               for name in ("method", "seed", "steps", "student", "student_width", "student_depth", "patch_size")
+               for name in ("method", "seed", "steps", "student", "student_width", "student_depth", "patch_size",
+                            "target_spacing")
                if getattr(saved, name) != getattr(config, name)]
     if changed:
         raise DinomixInputError(None, f"run {run.id} cannot be resumed with other settings ({'; '.join(changed)}).",
