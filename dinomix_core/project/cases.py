@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dinomix_core.io import Volume, read_volume
+from dinomix_core.io.label_like import refuse_label_like
 from dinomix_core.io.dicom import SeriesInfo, choose_series
 from dinomix_core.io.atomic import atomic_path
 from dinomix_core.io.errors import DinomixInputError, GeometryMismatchError
@@ -154,6 +155,7 @@ class CasesMixin:
         if dup is not None:
             return AddOutcome(dup[0], False, dup[1])
         volume = read_volume(cand.path, series_uid=series_uid)
+        refuse_label_like(volume, cand.path)  # a label map given as a scan (values, not names)
         if case_id:
             base = sanitize_case_id(case_id)
         elif info is not None:

@@ -25,6 +25,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -46,6 +47,10 @@ DB_NAME = "project.sqlite"
 SUBDIRS = ("labels", "predictions", "runs", "cache", "images", "quarantine")
 MANAGED_SUBDIRS = (*MANAGED_FILE_DIRS, *MANAGED_ENTRY_DIRS)  # tidied on open: only the store writes there
 DEFAULT_BUSY_TIMEOUT_S = 15.0
+# Opening tidies leftovers only when nobody holds the lock within this; housekeeping can wait,
+# and a full wait here came on top of the command's own (a locked `project add` took 30 s while
+# saying 15).
+TIDY_BUSY_TIMEOUT_S = 0.5
 
 
 def is_project(path: str | os.PathLike) -> bool:
@@ -121,7 +126,8 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
         try:
             if tidy and not readonly:
                 try:
-                    project.tidy()
+                    with project._busy_wait(TIDY_BUSY_TIMEOUT_S):
+                        project.tidy()
                 except ProjectBusyError:
                     log.info("%s: busy, leftovers not tidied this time", root)  # housekeeping can wait
         except BaseException:
@@ -195,6 +201,16 @@ class Project(CasesMixin, RevisionsMixin, RunsMixin):
                 self._all.append(conn)
             self._local.conn = conn
         return conn
+
+    @contextlib.contextmanager
+    def _busy_wait(self, seconds: float) -> Iterator[None]:
+        """Wait at most ``seconds`` for the write lock in this block (this thread's connection)."""
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+        try:
+            yield
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
     def __enter__(self) -> "Project":
         return self
@@ -452,8 +468,14 @@ def _key(name: str) -> str:
 
 @contextlib.contextmanager
 def _translate_sqlite(db_path: Path, timeout: float) -> Iterator[None]:
-    """Turn any SQLite error into the one-line ProjectError that names its real cause."""
+    """Turn any SQLite error into the one-line ProjectError that names its real cause.
+
+    A lock message says how long this statement really waited (measured), not the setting.
+    """
+    start = time.monotonic()
     try:
         yield
     except sqlite3.Error as exc:
-        raise sqlite_error(exc, db_path, timeout=timeout) from exc
+        waited = time.monotonic() - start
+        shown = timeout if waited < 0.1 else round(waited) if waited >= 1 else round(waited, 1)
+        raise sqlite_error(exc, db_path, timeout=shown) from exc
