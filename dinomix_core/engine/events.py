@@ -72,6 +72,20 @@ class CheckpointEvent:
 
 
 @dataclass(frozen=True)
+class PredictionStoredEvent:
+    """A training job stored its prediction of one unlabeled case (a ``model`` revision).
+
+    Sent as each case is stored, so a front end can show the case it has open without
+    waiting for the other cases. ``score``: the case's uncertainty score (higher = less sure).
+    """
+
+    case_id: str
+    revision_id: int
+    score: float
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
 class FinishedEvent:
     """The end of a job: ``status`` "completed", "cancelled" or "failed".
 
@@ -90,7 +104,7 @@ class FinishedEvent:
     input_error: bool = False
 
 
-Event = Union[StepEvent, ValidationEvent, StageEvent, CheckpointEvent, FinishedEvent]
+Event = Union[StepEvent, ValidationEvent, StageEvent, CheckpointEvent, PredictionStoredEvent, FinishedEvent]
 Callback = Callable[[Event], None]
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from dinomix_core.data.dataset import CaseSpec
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.distributed import DistContext
-from dinomix_core.engine.events import StageEvent, check_cancel
+from dinomix_core.engine.events import PredictionStoredEvent, StageEvent, check_cancel
 from dinomix_core.engine.pipeline import LoadedModel, predict_with_uncertainty
 from dinomix_core.io import LabelMap, read_labels, read_volume
 from dinomix_core.io.errors import DinomixInputError
@@ -120,15 +120,18 @@ def predicted_by(project: Project, run_id: int) -> set[str]:
 
 
 def store_predictions(project: Project, run_id: int, model: LoadedModel, specs: Sequence[CaseSpec], weights,
-                      emit: Callable, cancel: Callable[[], bool] | None, *, skip: set[str] = frozenset()) -> int:
+                      emit: Callable, cancel: Callable[[], bool] | None, *, skip: set[str] = frozenset(),
+                      first: str | None = None) -> int:
     """Predict ``specs`` with ``model`` and store each as a ``model`` revision of ``run_id``.
 
     Emits ``StageEvent("predicting", case id, windows done, windows total)`` window batch by
-    window batch; ``cancel`` stops between window batches (raising ``InferenceCancelled``)
-    and between cases; a case is stored whole or not at all. Cases in ``skip`` (predicted by
-    this run before it was interrupted) are not predicted again. Returns the number stored.
+    window batch and a ``PredictionStoredEvent`` as each case is stored; ``cancel`` stops
+    between window batches (raising ``InferenceCancelled``) and between cases; a case is
+    stored whole or not at all. Cases in ``skip`` (predicted by this run before it was
+    interrupted) are not predicted again. ``first``: a case id to predict before the others
+    (the one a user has open). Returns the number stored.
     """
-    todo = [s for s in specs if s.case_id not in skip]
+    todo = sorted((s for s in specs if s.case_id not in skip), key=lambda s: s.case_id != first)
     for spec in todo:
         check_cancel(cancel, "storing predictions")
         volume = read_volume(spec.image_path)
@@ -136,5 +139,6 @@ def store_predictions(project: Project, run_id: int, model: LoadedModel, specs: 
             model, volume, class_weights=weights, cancel=cancel,
             progress=lambda done, total, cid=spec.case_id: emit(StageEvent("predicting", cid, done, total)),
         )
-        project.add_prediction(run_id, spec.case_id, labels, score, per_class, uncertainty_map=uncertainty)
+        revision = project.add_prediction(run_id, spec.case_id, labels, score, per_class, uncertainty_map=uncertainty)
+        emit(PredictionStoredEvent(spec.case_id, int(revision), float(score)))
     return len(todo)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from qtpy.QtCore import QObject, Signal
 
 from dinomix_core.engine.config import TrainConfig
-from dinomix_core.engine.events import CheckpointEvent, StageEvent, StepEvent, ValidationEvent
+from dinomix_core.engine.events import CheckpointEvent, PredictionStoredEvent, StageEvent, StepEvent, ValidationEvent
 from dinomix_core.engine.jobs import PredictJobSpec, TrainJobSpec
 
 from napari_dinomix._worker import JobOutcome, JobWorker
@@ -29,7 +29,7 @@ PREDICT_TARGET = "napari_dinomix._job_targets:predict_cases"
 # about two minutes on a 2-core laptop (phantom-sized CT); "Standard" is the engine default.
 PRESETS: dict[str, dict] = {
     "Quick first model": dict(student="unet3d", student_width=8, student_depth=3, patch_size=(16, 64, 64),
-                              steps=150, optimizer="adamw", lr=3e-3, batch_labeled=2, batch_unlabeled=2),
+                              steps=150, optimizer="adamw", lr=3e-3, batch_labeled=2, batch_unlabeled=2, val_every=50),
     "Standard": dict(student="unet3d", student_width=16, student_depth=4, patch_size=(64, 128, 128),
                      steps=1000, optimizer="sgd", lr=0.03),
 }
@@ -76,6 +76,7 @@ class JobsController(QObject):
     step = Signal(object)  # StepEvent
     validation = Signal(object)  # ValidationEvent
     checkpoint = Signal(object)  # CheckpointEvent
+    prediction_stored = Signal(object)  # PredictionStoredEvent: a training run stored one case's prediction
     log = Signal(str)
     training_state = Signal(str)  # idle, starting, running, stopping, completed, cancelled, failed
     training_finished = Signal(object)  # JobOutcome
@@ -116,6 +117,7 @@ class JobsController(QObject):
             project_dir=str(session.root), config=config, teacher_weights=request.teacher_weights,
             teacher_overrides=request.teacher_overrides, resume=resume, validation_case=request.validation_case,
             predict_unlabeled=True, device=request.device, num_threads=request.num_threads,
+            predict_first=session.case_id,  # the case on screen gets its overlay first
         )
         self.last_request = request
         self.run_id = None
@@ -159,6 +161,8 @@ class JobsController(QObject):
                 self.log.emit(f"{event.stage}: {event.message}")
         elif isinstance(event, CheckpointEvent):
             self.checkpoint.emit(event)
+        elif isinstance(event, PredictionStoredEvent):
+            self.prediction_stored.emit(event)
 
     def _on_train_finished(self, outcome: JobOutcome) -> None:
         self.train_worker = None

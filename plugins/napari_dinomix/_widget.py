@@ -66,6 +66,7 @@ class DinomixWidget(QWidget):
         self.session.labels_changed.connect(lambda layer: self._show_save_state("none" if layer is None else "saved"))
         self.session.project_changed.connect(lambda root: self.case_label.setText("" if root is None else Path(root).name))
         self.jobs.training_finished.connect(self._show_new_prediction)
+        self.jobs.prediction_stored.connect(self._show_stored_prediction)
         self.train_panel.device.currentIndexChanged.connect(self._sync_device)
         self._sync_device()
         napari_viewer.layers.events.inserted.connect(self._on_layer_inserted)
@@ -107,8 +108,17 @@ class DinomixWidget(QWidget):
 
     def _show_new_prediction(self, outcome) -> None:
         """After a run, put its prediction of the open case on screen, unless a human works on it."""
+        if outcome.status == "completed":
+            self._show_latest_model_revision()
+
+    def _show_stored_prediction(self, event) -> None:
+        """A running job just stored the open case's prediction: show it now, not at the run's end."""
+        if event.case_id == self.session.case_id:
+            self._show_latest_model_revision()
+
+    def _show_latest_model_revision(self) -> None:
         session = self.session
-        if outcome.status != "completed" or session.project is None or session.case_id is None:
+        if session.project is None or session.case_id is None:
             return
         revisions = session.project.revisions(session.case_id)
         if any(r.kind == "human" for r in revisions) or (session.autosave is not None and session.autosave.dirty):

@@ -24,6 +24,7 @@ from dinomix_core.engine.events import (
     CancelToken,
     CheckpointEvent,
     FinishedEvent,
+    PredictionStoredEvent,
     StageEvent,
     StepEvent,
     ValidationEvent,
@@ -91,7 +92,7 @@ def trained(tmp_path_factory, base):
     def broken(event):
         raise RuntimeError("a listener's bug")
 
-    finished = run_train_job(_spec(project), [broken, events.append])
+    finished = run_train_job(_spec(project, predict_first="case4"), [broken, events.append])
     return project, finished, events
 
 
@@ -129,6 +130,20 @@ def _first_stage(stage):
 
 
 # ---- a completed run -------------------------------------------------------------------------
+
+
+def test_each_stored_prediction_is_announced_and_the_case_on_screen_comes_first(trained):
+    project, finished, events = trained
+    stored = [e for e in events if isinstance(e, PredictionStoredEvent)]
+    assert [e.case_id for e in stored] == ["case4", "case3"]  # predict_first, then the others
+    assert all(e.run_id == finished.run_id for e in stored)
+    with Project.open(project, tidy=False) as p:
+        for event in stored:
+            (latest,) = [r for r in p.revisions(event.case_id) if r.kind == "model"]
+            assert latest.id == event.revision_id
+    # announced as soon as stored: before the run's "done" stage and its end
+    done_at = next(i for i, e in enumerate(events) if isinstance(e, StageEvent) and e.stage == "done")
+    assert all(events.index(e) < done_at for e in stored)
 
 
 def test_a_completed_run_survives_a_raising_callback_and_reports_every_stage(trained):

@@ -161,3 +161,39 @@ def test_train_panel_budget_in_minutes_becomes_a_time_budget(widget):
     panel.budget.setCurrentText("steps")
     config = panel.request().config()
     assert config["time_budget_s"] == 0.0 and config["steps"] == 150  # the quick preset's
+
+
+def _store_model_prediction(root, case_id: str, value: int) -> tuple[int, int, np.ndarray]:
+    """What a running training job does when it stores one case's prediction (another connection)."""
+    with Project.open(root, tidy=False) as p:
+        run = p.start_run({"steps": 1}, "dinomix", "none")
+        labels = np.zeros(p.case(case_id).shape_zyx, np.uint8)
+        labels[10:20, 30:60, 30:60] = value
+        revision = p.add_prediction(run, case_id, labels, 0.5, None)
+    return run, revision, labels
+
+
+def test_a_prediction_stored_mid_run_is_shown_at_once_for_the_open_case_only(widget, qtbot):
+    from dinomix_core.engine.events import PredictionStoredEvent
+
+    viewer, w, root = widget
+    session = w.session
+    unlabeled = [r.case_id for r in session.case_rows() if r.status == "unlabeled"]
+    assert len(unlabeled) >= 2
+    session.open_case(unlabeled[0])
+    before = session.labels_layer
+    # another case's prediction: the open case's layer stays as it is
+    run, revision, _ = _store_model_prediction(root, unlabeled[1], 3)
+    w.jobs.prediction_stored.emit(PredictionStoredEvent(unlabeled[1], revision, 0.5, run))
+    assert session.labels_layer is before and "prediction run-" not in before.name
+    # the open case's prediction appears while the run is still going (no training_finished)
+    run, revision, labels = _store_model_prediction(root, unlabeled[0], 6)
+    w.jobs.prediction_stored.emit(PredictionStoredEvent(unlabeled[0], revision, 0.5, run))
+    qtbot.waitUntil(lambda: "prediction run-" in session.labels_layer.name, timeout=10_000)
+    assert np.array_equal(np.asarray(session.labels_layer.data), labels)
+    # with unsaved strokes on the layer, a newer prediction never replaces the clinician's work
+    session.labels_layer.paint((15, 40, 40), 2, refresh=True)
+    painted = np.asarray(session.labels_layer.data).copy()
+    run, revision, _ = _store_model_prediction(root, unlabeled[0], 9)
+    w.jobs.prediction_stored.emit(PredictionStoredEvent(unlabeled[0], revision, 0.5, run))
+    assert np.array_equal(np.asarray(session.labels_layer.data), painted)
