@@ -107,7 +107,9 @@ def _check_before_slow_work(args: argparse.Namespace):
     device = resolve_device(args.device)
     config = config_from_args(args)
     names = option_names()
-    config.validate(device=device, names=names)
+    # A resumed project run takes its recorded settings for options not given: the job checks
+    # the memory those need; the command line's own values are checked here.
+    config.validate(device=None if (args.project and args.resume) else device, names=names)
     if args.out:
         check_output_dir(args.out, option="--out")
     if args.data and args.resume:
