@@ -61,7 +61,7 @@ def validate_config(config, *, device=None, names: Mapping[str, str] | None = No
     """
     if not _is_int(config.steps) or config.steps < 1:
         raise _bad(names, "steps", config.steps, "training needs at least one step.", "ask for 1 step or more.")
-    if not _finite(config.lr) or config.lr <= 0:
+    if config.lr is not None and (not _finite(config.lr) or config.lr <= 0):  # None: the optimizer's default
         raise _bad(names, "lr", config.lr, "the learning rate must be a finite number above 0.",
                    "use e.g. 0.03 with sgd or 3e-3 with adamw.")
     for field in ("lambda_u", "lambda_fkd", "weight_decay", "time_budget_s"):
