@@ -60,19 +60,24 @@ SaveFn = Callable[[np.ndarray], object]
 SAVED, UNSAVED, SAVING, ERROR = "saved", "unsaved", "saving", "error"
 
 
-def make_project_saver(project_root: str | os.PathLike, case_id: str, *, note: str = "autosave") -> SaveFn:
+def make_project_saver(project_root: str | os.PathLike, case_id: str, *, note: str = "autosave",
+                       busy_timeout: float | None = None) -> SaveFn:
     """A ``save_fn`` that stores a (z, y, x) label array as a draft human revision of ``case_id``.
 
     The project is opened in the calling thread (the autosave worker) and closed after each
     save, because a SQLite connection may only be used by the thread that opened it.
-    Identical voxels are not saved twice (``unless_identical=True``).
+    Identical voxels are not saved twice (``unless_identical=True``). ``busy_timeout``: how
+    long a save waits for another program's write lock before it fails as "busy" (the GUI
+    waits for the save on Accept and case switches, so this bounds those waits; None: the
+    store's default).
     """
     from dinomix_core.project import Project
 
     root = Path(project_root)
 
     def save(array_zyx: np.ndarray):
-        with Project.open(root, tidy=False) as project:
+        options = {} if busy_timeout is None else {"busy_timeout": busy_timeout}
+        with Project.open(root, tidy=False, **options) as project:
             return project.save_labels(case_id, array_zyx, final=False, note=note, unless_identical=True)
 
     save.__qualname__ = f"project_saver({root.name}, {case_id})"
@@ -165,6 +170,11 @@ class LabelsAutosave(QObject):
     @property
     def state(self) -> str:
         return self._state
+
+    @property
+    def last_error(self) -> str | None:
+        """The one-line reason the last save failed (None after a successful one)."""
+        return self._last_error
 
     @property
     def last_saved_at(self) -> datetime | None:

@@ -224,7 +224,7 @@ class AnnotationSession(QObject):
         layer.selected_label = max(1, int(getattr(self.labels_layer, "selected_label", 1) or 1))
         layer.brush_size = 6
         self.labels_layer = layer
-        self.autosave = LabelsAutosave(make_project_saver(self.project.root, self.case_id),
+        self.autosave = LabelsAutosave(make_project_saver(self.project.root, self.case_id, busy_timeout=GUI_BUSY_TIMEOUT_S),
                                        delay_ms=self.autosave_delay_ms, parent=self)
         self.autosave.state_changed.connect(self.save_state)
         self.autosave.saved.connect(self._on_autosaved)
@@ -312,8 +312,12 @@ class AnnotationSession(QObject):
         if self.project is None or self.case_id is None or self.labels_layer is None:
             self.message.emit("warning", "Open a case first.")
             return None
-        if self.autosave is not None:
-            self.autosave.flush()
+        if self.autosave is not None and not self.autosave.flush():
+            # e.g. another program holds the project's write lock: say so now instead of
+            # waiting again for the same lock; the strokes stay on screen and in the autosave.
+            self.message.emit("error", f"{self.case_id}: not saved yet ({self.autosave.last_error or 'the save failed'}). "
+                                       "Your strokes stay on screen; try again in a moment.")
+            return None
         try:
             rev = self.project.save_labels(self.case_id, np.asarray(self.labels_layer.data), final=final,
                                            note="accepted" if final else "saved draft", unless_identical=True)
