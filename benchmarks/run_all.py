@@ -55,6 +55,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               quick=True, what="peak memory of reading a 512x512x300 CT"),
     Benchmark("inference", _py("-m", "benchmarks.inference", "--width", "16", "--depth", "4", "--fov-mm", "384"),
               quick=False, what="default student on a 200x512x512 CT vs MONAI (README section 3)"),
+    Benchmark("predict-memory", _py("-m", "benchmarks.predict_memory", "--width", "2", "--depth", "2"),
+              quick=False, what="peak RSS of predicting a 512x512x300 CT with uncertainty, before/after (section 7)"),
     Benchmark("gui", _py("-m", "benchmarks.gui_responsiveness", "--json", "benchmarks/results/gui.json"),
               quick=False, needs_display=True, what="GUI stalls while training, first overlay, app memory"),
     Benchmark("ssl", _dinomix("bench", "ssl", "--jobs", "2", "--resume", "--out", "bench_ssl",
