@@ -1,20 +1,29 @@
-"""Benchmark 3: our sliding-window inference against MONAI's, same network and settings.
+"""Benchmark 3: sliding-window inference with the product's own network, against MONAI's, and per lever.
 
-    .venv/bin/python -m benchmarks.inference [--device cpu|cuda] [--quick] [--breakdown]
+    # ours (the product's inference settings) vs MONAI, same network / window / overlap / batch:
+    .venv/bin/python -m benchmarks.inference --checkpoint RUN/model.pt [--settings default|fast|reference]
+        [--shape 200,512,512] [--fov-mm 500] [--overlap F] [--sw-batch-size N] [--repeat N] [--device cuda]
+    # each speed lever on held-out phantom cases: time, Dice, label agreement with the reference:
+    .venv/bin/python -m benchmarks.inference --levers --checkpoint RUN/model.pt --data PHANTOM --cases ID,ID
+    # the aggregation-cost study: a width-4, depth-3 random network, where MONAI's blending dominates:
+    .venv/bin/python -m benchmarks.inference --random --width 4 --depth 3 --out benchmarks/results/inference_aggregation.json
 
-Both runs use the same student (``create_student("unet3d")``, random but seeded weights),
-window, overlap, window batch size and Gaussian blending (sigma = 1/8 of the window), and
-both blend softmax probabilities and take the argmax. MONAI runs with its own defaults
-otherwise, inside ``torch.inference_mode`` like ours. Our time includes computing the body
-mask from the HU image.
+The network is a trained ``model.pt`` (``dinomix train``; the figures in benchmarks/README.md
+section 3 use the default student, ``unet3d`` width 16, depth 4, trained on the phantom).
+``--random`` builds a seeded random ``unet3d`` of ``--width`` / ``--depth`` instead.
 
-The volume: the project's procedural abdominal CT phantom (``data.phantom``, medium size,
-384 mm field of view), placed in a ``--fov-mm`` display field of air (default 500 mm, the
-usual full scan field) and resampled to 200 x 512 x 512 voxels (z, y, x) with 10 HU noise.
-How much of it is air decides how many windows can be skipped, so the result also lists,
-for several fields of view, the fraction of windows that touch the body (no network needed).
+Ours vs MONAI: both run the same network, window, overlap, window batch and Gaussian blending
+(sigma = 1/8 window) and take the argmax of the blended softmax, back to back in this
+process (MONAI first, then ours, ``--repeat`` times: the median is reported, with the load
+average before and after each run). MONAI runs the network as it is (eager, float32 on CPU,
+autocast on CUDA), ours with the chosen ``inference_settings`` (precision, layout, compile)
+and skips windows outside the body; its time includes the body mask. Label agreement is
+counted inside the body (outside it ours is background by construction).
 
-Writes benchmarks/results/inference.json (inference_quick.json with --quick).
+The volume: a phantom case (``--case``, default 6: held out by the benchmark's training
+run) in a ``--fov-mm`` field of air, resampled to ``--shape`` (z, y, x) with 10 HU noise.
+
+Writes benchmarks/results/inference.json (``--levers``: inference_levers.json).
 """
 
 from __future__ import annotations
@@ -23,8 +32,10 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +44,25 @@ import torch.nn.functional as F
 
 from dinomix_core.data.phantom import PHANTOM_SIZES, generate_case
 from dinomix_core.engine._windows import WindowGrid, windows_touching
-from dinomix_core.engine.inferer import body_mask, predict_labels
+from dinomix_core.engine.inference_settings import DEFAULT, FAST, REFERENCE, InferenceSettings
+from dinomix_core.engine.inferer import _autocast, body_mask, cpu_has_native_bf16, predict_labels, predict_volume
 from dinomix_core.io import clip_normalize
 from dinomix_core.io.atomic import atomic_write_text
 from dinomix_core.models import create_student
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NUM_CLASSES = 14  # background + the 13 BTCV organs
-FULL = dict(shape=(200, 512, 512), window=(64, 128, 128))
-QUICK = dict(shape=(48, 160, 160), window=(32, 64, 64))
 FOV_TABLE_MM = (384, 420, 460, 500)
+SETTINGS = {"default": DEFAULT, "fast": FAST, "reference": REFERENCE}
 
 
-def phantom_hu() -> tuple[np.ndarray, tuple[float, float, float]]:
-    image, _ = generate_case(0, 0, "medium")
-    return image.array.astype(np.float32), PHANTOM_SIZES["medium"].spacing_zyx
+# --- volumes --------------------------------------------------------------------------------
+
+
+def phantom_case(index: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """HU (float32) and labels (uint8) of medium phantom case ``index`` of data set 0, (z, y, x)."""
+    image, labels = generate_case(index, 0, "medium")
+    return image.array.astype(np.float32), np.asarray(labels.array), PHANTOM_SIZES["medium"].spacing_zyx
 
 
 def ct_like(phantom: np.ndarray, spacing_zyx, shape, fov_mm: float, noise_hu: float = 10.0, seed: int = 0) -> np.ndarray:
@@ -68,17 +83,17 @@ def windows_run_fraction(hu: np.ndarray, window, overlap: float) -> tuple[int, i
     return sum(windows_touching(body_mask(hu), grid)), len(grid)
 
 
-def run_monai(model, image: np.ndarray, window, overlap, sw_batch_size, device, amp) -> np.ndarray:
+# --- the two inferers -----------------------------------------------------------------------
+
+
+def run_monai(model, image: np.ndarray, window, overlap, sw_batch_size, device) -> np.ndarray:
     from monai.inferers import sliding_window_inference  # benchmark-only dependency
 
     x = torch.from_numpy(image)[None, None].to(device)
+    autocast = _autocast(device, True, "auto") if device.type == "cuda" else nullcontext()
 
     def predictor(w):
-        if amp and device.type == "cuda":  # the same autocast dtype as our inferer picks
-            ctx = torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-        else:
-            ctx = nullcontext()
-        with ctx:
+        with autocast:  # on CUDA the same autocast dtype as our inferer picks
             out = model(w)
         return torch.softmax(out.float(), dim=1)
 
@@ -87,137 +102,273 @@ def run_monai(model, image: np.ndarray, window, overlap, sw_batch_size, device, 
             x, roi_size=window, sw_batch_size=sw_batch_size, predictor=predictor, overlap=overlap,
             mode="gaussian", sigma_scale=0.125,
         )
-        labels = out[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
-    return labels
+        return out[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
 
 
-def run_ours(model, hu: np.ndarray, image: np.ndarray, window, overlap, sw_batch_size, device, amp, skip: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def run_ours(model, hu: np.ndarray, image: np.ndarray, window, settings: InferenceSettings, device, skip: bool):
     mask = body_mask(hu) if skip else None
-    labels = predict_labels(
-        model, image, window=window, overlap=overlap, sw_batch_size=sw_batch_size, device=device, amp=amp, skip_mask=mask,
-    )
+    labels = predict_labels(model, image, window=window, device=device, skip_mask=mask, **settings.options())
     return labels, mask
 
 
 def timed(fn, *args, **kwargs):
+    load = os.getloadavg()[0]
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
-    return out, time.perf_counter() - wall, time.process_time() - cpu
+    return out, time.perf_counter() - wall, time.process_time() - cpu, (round(load, 2), round(os.getloadavg()[0], 2))
+
+
+def resolved_precision(settings: InferenceSettings, device: torch.device) -> str:
+    if settings.precision != "auto":
+        return settings.precision
+    if device.type == "cuda":
+        return "bfloat16 (auto, CUDA)" if torch.cuda.is_bf16_supported() else "float16 (auto, CUDA)"
+    return "bfloat16 (auto: native bf16 CPU)" if cpu_has_native_bf16() else "float32 (auto: this CPU has no native bf16)"
+
+
+def load_network(args, device):
+    """(model in eval mode, description) from ``--checkpoint`` or a seeded random ``unet3d``."""
+    if args.random:
+        torch.manual_seed(0)
+        model = create_student("unet3d", num_classes=NUM_CLASSES, width=args.width, depth=args.depth)
+        return model.eval().to(device), {"name": "unet3d", "width": args.width, "depth": args.depth,
+                                         "num_classes": NUM_CLASSES, "weights": "random, seed 0"}
+    from dinomix_core.engine.pipeline import LoadedModel
+
+    loaded = LoadedModel(args.checkpoint, device=device)
+    student = loaded.meta["student"]
+    run_json = Path(args.checkpoint).with_name("run.json")
+    steps = json.loads(run_json.read_text()).get("steps_done") if run_json.is_file() else None
+    return loaded.model.eval(), {
+        "name": student.get("name"), "width": student.get("width"), "depth": student.get("depth"),
+        "num_classes": student.get("num_classes"), "weights": f"trained: {args.checkpoint}",
+        "trained_steps": steps, "trained_patch": list(loaded.window),
+    }
+
+
+def machine(device) -> dict:
+    import monai
+
+    return {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "monai": monai.__version__, "cpu_native_bf16": cpu_has_native_bf16(),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+    }
+
+
+# --- ours vs MONAI --------------------------------------------------------------------------
+
+
+def compare(args, device) -> dict:
+    settings = SETTINGS[args.settings]
+    settings = replace(settings, overlap=args.overlap if args.overlap is not None else settings.overlap,
+                       sw_batch_size=args.sw_batch_size or settings.sw_batch_size)
+    shape, window = args.shape, args.window
+    phantom, _, spacing = phantom_case(args.case)
+    hu = ct_like(phantom, spacing, shape, args.fov_mm)
+    image = clip_normalize(hu)
+    model, network = load_network(args, device)
+
+    # Warm-up (kernel selection, allocator, compilation when on) on a small corner volume.
+    small = tuple(min(s, 2 * w - w // 2) for s, w in zip(shape, window))
+    cut = tuple(slice(0, n) for n in small)
+    t0 = time.perf_counter()
+    run_monai(model, image[cut], window, settings.overlap, settings.sw_batch_size, device)
+    run_ours(model, hu[cut], image[cut], window, settings, device, skip=True)
+    warm_s = time.perf_counter() - t0
+
+    runs = {"monai": [], "ours": [], "ours_no_skip": []}
+    for _ in range(args.repeat):
+        labels_monai, s, c, load = timed(run_monai, model, image, window, settings.overlap, settings.sw_batch_size, device)
+        runs["monai"].append((s, c, load))
+        (labels_ours, mask), s, c, load = timed(run_ours, model, hu, image, window, settings, device, skip=True)
+        runs["ours"].append((s, c, load))
+        if args.breakdown:
+            (labels_all, _), s, c, load = timed(run_ours, model, hu, image, window, settings, device, skip=False)
+            runs["ours_no_skip"].append((s, c, load))
+    med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in runs.items() if v}
+    grid = WindowGrid.build(shape, window, (settings.overlap,) * 3)
+    same = labels_ours == labels_monai
+    result = {
+        "benchmark": "sliding-window inference, dinomix predict_labels vs monai.inferers.sliding_window_inference",
+        "ratio_vs_monai": round(med["ours"][0] / med["monai"][0], 4),
+        "ratio_vs_monai_cpu_time": round(med["ours"][1] / med["monai"][1], 4),
+        "label_agreement": float(same[mask].mean()),
+        "label_agreement_all": float(same.mean()),
+        "seconds_ours": round(med["ours"][0], 2),
+        "seconds_monai": round(med["monai"][0], 2),
+        "cpu_seconds_ours": round(med["ours"][1], 2),
+        "cpu_seconds_monai": round(med["monai"][1], 2),
+        "runs": {k: [{"wall_s": round(s, 2), "cpu_s": round(c, 2), "load_1min_before_after": list(ld)} for s, c, ld in v]
+                 for k, v in runs.items() if v},
+        "warm_up_seconds": round(warm_s, 2),
+        "network": network,
+        "settings": args.settings,
+        "precision": resolved_precision(settings, device),
+        "channels_last": settings.channels_last if settings.channels_last is not None else device.type == "cpu",
+        "compile": settings.compile,
+        "overlap": settings.overlap,
+        "sw_batch_size": settings.sw_batch_size,
+        "window": list(window),
+        "volume_shape_zyx": list(shape),
+        "fov_mm": args.fov_mm,
+        "phantom_case": args.case,
+        "windows_total": len(grid),
+        "windows_run_ours": sum(windows_touching(mask, grid)),
+        "body_fraction": round(float(mask.mean()), 4),
+        "machine": machine(device),
+        "note": "median of --repeat runs; wall and process-CPU seconds; other processes shared the CPU "
+                "(see the load averages of each run)",
+    }
+    if args.breakdown:
+        result["seconds_ours_no_skip"] = round(med["ours_no_skip"][0], 2)
+        result["cpu_seconds_ours_no_skip"] = round(med["ours_no_skip"][1], 2)
+        result["label_agreement_no_skip_all"] = float((labels_all == labels_monai).mean())
+    if args.fov_table:
+        result["windows_run_fraction_by_fov_mm"] = {
+            str(fov): round(np.divide(*windows_run_fraction(ct_like(phantom, spacing, shape, fov), window, settings.overlap)), 4)
+            for fov in FOV_TABLE_MM
+        }
+    print(f"volume {shape} (z, y, x), window {window}, overlap {settings.overlap}, batch {settings.sw_batch_size}, "
+          f"{network['name']} width {network['width']} depth {network['depth']} ({network['weights']}), {device}, "
+          f"ours: {args.settings} settings, precision {result['precision']}, compile {settings.compile}")
+    for name, (s, c) in med.items():
+        print(f"{name:14s} wall {s:8.2f} s  cpu {c:8.2f} s")
+    print(f"ratio ours/MONAI {result['ratio_vs_monai']:.3f} (wall), {result['ratio_vs_monai_cpu_time']:.3f} (cpu); "
+          f"windows {result['windows_run_ours']} of {len(grid)}; label agreement inside the body "
+          f"{result['label_agreement']:.6f}, overall {result['label_agreement_all']:.6f}")
+    return result
+
+
+# --- levers ---------------------------------------------------------------------------------
+
+
+def dice_per_class(pred: np.ndarray, gt: np.ndarray, classes: int) -> dict[int, float]:
+    """Dice of every foreground class present in ``gt`` or ``pred`` (absent from both: left out)."""
+    conf = np.bincount(gt.astype(np.int64).ravel() * classes + pred.astype(np.int64).ravel(),
+                       minlength=classes * classes).reshape(classes, classes)
+    out = {}
+    for c in range(1, classes):
+        inter, size = conf[c, c], conf[c].sum() + conf[:, c].sum()
+        if size:
+            out[c] = float(2.0 * inter / size)
+    return out
+
+
+def levers(args, device) -> dict:
+    from dinomix_core.engine.pipeline import LoadedModel
+    from dinomix_core.io import read_volume
+
+    loaded = LoadedModel(args.checkpoint, device=device)
+    window = tuple(args.lever_window) if args.lever_window else loaded.window
+    data = Path(args.data)
+    cases = []
+    for cid in args.cases.split(","):
+        volume = read_volume(data / "imagesTr" / f"{cid}_0000.nii.gz")
+        gt = np.asarray(read_volume(data / "labelsTr" / f"{cid}.nii.gz").array)
+        cases.append((cid, volume, gt))
+    classes = loaded.labelmap.num_classes
+    ref = REFERENCE
+    table = [
+        ("reference: float32, overlap 0.5, batch 2, channels-last", ref, {}),
+        ("contiguous layout (channels_last off)", replace(ref, channels_last=False), {}),
+        ("batch 1", replace(ref, sw_batch_size=1), {}),
+        ("batch 4", replace(ref, sw_batch_size=4), {}),
+        ("overlap 0.25", replace(ref, overlap=0.25), {}),
+        ("overlap 0", replace(ref, overlap=0.0), {}),
+        ("no body skip", ref, {"skip_outside_body": False}),
+        ("test-time flips (y, x)", ref, {"tta_flips": (1, 2)}),
+        ("torch.compile (first call compiles)", replace(ref, compile=True), {}),
+        ("torch.compile (compiled)", replace(ref, compile=True), {}),
+    ]
+    if args.bf16:
+        table.append(("bfloat16 autocast", replace(ref, precision="bfloat16"), {}))
+    only = set(args.only.split(",")) if args.only else None
+    rows, reference_labels = [], {}
+    for index, (name, settings, extra) in enumerate(table):
+        if only is not None and index not in only and str(index) not in only:
+            continue
+        per_case = []
+        for cid, volume, gt in cases:
+            out, s, c, load = timed(predict_volume, loaded.model, volume, preprocess=loaded.preprocess, window=window,
+                                    device=device, **settings.options(), **extra)
+            labels = np.asarray(out.array)
+            body = body_mask(np.asarray(volume.array))
+            if index == 0:
+                reference_labels[cid] = labels
+            agree = float((labels == reference_labels[cid])[body].mean()) if cid in reference_labels else None
+            grid = WindowGrid.build(tuple(max(a, b) for a, b in zip(volume.shape, window)), window, (settings.overlap,) * 3)
+            dice = dice_per_class(labels, gt, classes)
+            per_case.append({"case": cid, "wall_s": round(s, 2), "cpu_s": round(c, 2), "load_1min_before_after": list(load),
+                             "windows": len(grid), "mean_dice": float(np.mean(list(dice.values()))) if dice else None,
+                             "label_agreement_in_body": agree, "dice_per_class": {str(k): round(v, 4) for k, v in dice.items()}})
+        row = {
+            "lever": name, "overlap": settings.overlap, "sw_batch_size": settings.sw_batch_size,
+            "precision": resolved_precision(settings, device), "channels_last": settings.channels_last, "compile": settings.compile,
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in extra.items()},
+            "wall_s": round(sum(p["wall_s"] for p in per_case), 2), "cpu_s": round(sum(p["cpu_s"] for p in per_case), 2),
+            "mean_dice_pct": round(100 * float(np.mean([p["mean_dice"] for p in per_case])), 3),
+            "label_agreement_in_body": (float(np.mean([p["label_agreement_in_body"] for p in per_case]))
+                                        if all(p["label_agreement_in_body"] is not None for p in per_case) else None),
+            "cases": per_case,
+        }
+        rows.append(row)
+        agree = row["label_agreement_in_body"]
+        print(f"{name:55s} wall {row['wall_s']:8.2f} cpu {row['cpu_s']:8.2f} dice {row['mean_dice_pct']:7.3f} "
+              f"agree {agree if agree is None else round(agree, 6)} load {[p['load_1min_before_after'] for p in per_case]}",
+              flush=True)
+    return {
+        "benchmark": "inference levers on held-out phantom cases, each against the float32 overlap-0.5 reference",
+        "checkpoint": args.checkpoint, "data": args.data, "cases": args.cases.split(","), "window": list(window),
+        "rows": rows, "machine": machine(device),
+        "note": "wall / CPU seconds summed over the cases; Dice in % (mean over organs present); agreement inside the body",
+    }
+
+
+def _triple(text: str) -> tuple[int, int, int]:
+    values = tuple(int(v) for v in text.split(","))
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X, got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true", help="small volume, a smoke test")
-    parser.add_argument("--out", type=Path, default=None, help="result JSON (default: benchmarks/results/inference[_quick].json)")
-    parser.add_argument("--breakdown", action="store_true", help="also time ours without the body mask")
-    parser.add_argument("--width", type=int, default=4, help="student width (channels at full resolution)")
-    parser.add_argument("--depth", type=int, default=3, help="student depth (number of down-samplings)")
-    parser.add_argument("--overlap", type=float, default=0.5)
-    parser.add_argument("--sw-batch-size", type=int, default=4)
+    parser.add_argument("--checkpoint", help="model.pt of a trained student (see the module docstring)")
+    parser.add_argument("--random", action="store_true", help="a seeded random unet3d of --width / --depth instead")
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--settings", choices=sorted(SETTINGS), default="default", help="our inference settings")
+    parser.add_argument("--overlap", type=float, default=None, help="default: the settings' overlap")
+    parser.add_argument("--sw-batch-size", type=int, default=None, help="default: the settings' batch")
+    parser.add_argument("--shape", type=_triple, default=(200, 512, 512), help="volume Z,Y,X voxels")
+    parser.add_argument("--window", type=_triple, default=(64, 128, 128), help="window Z,Y,X voxels")
     parser.add_argument("--fov-mm", type=float, default=500.0, help="display field of view of the timed volume")
+    parser.add_argument("--case", type=int, default=6, help="medium phantom case of data set 0")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--breakdown", action="store_true", help="also time ours without the body mask")
+    parser.add_argument("--fov-table", action="store_true", help="windows touching the body by field of view")
+    parser.add_argument("--levers", action="store_true", help="the per-lever table on --data --cases")
+    parser.add_argument("--data", help="with --levers: the phantom data set folder")
+    parser.add_argument("--cases", default="phantom_006,phantom_007", help="with --levers: held-out case ids")
+    parser.add_argument("--lever-window", type=_triple, default=None, help="with --levers: default the checkpoint's")
+    parser.add_argument("--bf16", action="store_true", help="with --levers: also bfloat16 autocast (slow on AVX2 CPUs)")
+    parser.add_argument("--only", default=None, help="with --levers: comma list of row numbers (0 = reference)")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU")
+    if not args.random and not args.checkpoint:
+        parser.error("give --checkpoint RUN/model.pt (a trained student) or --random")
+    if args.levers and (args.random or not args.data):
+        parser.error("--levers needs --checkpoint and --data")
     device = torch.device(args.device)
-    amp = device.type == "cuda"
-    cfg = QUICK if args.quick else FULL
-    shape, window = cfg["shape"], cfg["window"]
-
-    phantom, spacing = phantom_hu()
-    hu = ct_like(phantom, spacing, shape, args.fov_mm)
-    image = clip_normalize(hu)
-    torch.manual_seed(0)
-    model = create_student("unet3d", num_classes=NUM_CLASSES, width=args.width, depth=args.depth).eval().to(device)
-
-    # Warm-up (kernel selection, allocator) on a small corner volume, both code paths.
-    small = tuple(min(s, 2 * w - w // 2) for s, w in zip(shape, window))
-    warm_hu, warm_img = hu[: small[0], : small[1], : small[2]], image[: small[0], : small[1], : small[2]]
-    run_monai(model, warm_img, window, args.overlap, args.sw_batch_size, device, amp)
-    run_ours(model, warm_hu, warm_img, window, args.overlap, args.sw_batch_size, device, amp, skip=True)
-
-    load_before = os.getloadavg()
-    labels_monai, s_monai, cpu_monai = timed(run_monai, model, image, window, args.overlap, args.sw_batch_size, device, amp)
-    (labels_ours, mask), s_ours, cpu_ours = timed(
-        run_ours, model, hu, image, window, args.overlap, args.sw_batch_size, device, amp, skip=True
-    )
-    breakdown = {}
-    if args.breakdown:
-        (labels_all, _), s_all, cpu_all = timed(
-            run_ours, model, hu, image, window, args.overlap, args.sw_batch_size, device, amp, skip=False
-        )
-        breakdown = {
-            "seconds_ours_no_skip": round(s_all, 2),
-            "cpu_seconds_ours_no_skip": round(cpu_all, 2),
-            "label_agreement_no_skip_all": float((labels_all == labels_monai).mean()),
-        }
-    load_after = os.getloadavg()
-
-    grid = WindowGrid.build(shape, window, (args.overlap,) * 3)
-    run = sum(windows_touching(mask, grid))
-    same = labels_ours == labels_monai
-    fov_table = {}
-    for fov in FOV_TABLE_MM:
-        done, total = windows_run_fraction(ct_like(phantom, spacing, shape, fov), window, args.overlap)
-        fov_table[str(fov)] = round(done / total, 4)
-
-    import monai
-
-    result = {
-        "benchmark": "sliding-window inference, dinomix predict_labels vs monai.inferers.sliding_window_inference",
-        "quick": args.quick,
-        "ratio_vs_monai": round(s_ours / s_monai, 4),
-        "ratio_vs_monai_cpu_time": round(cpu_ours / cpu_monai, 4),
-        "label_agreement": float(same[mask].mean()),
-        "label_agreement_all": float(same.mean()),
-        "seconds_ours": round(s_ours, 2),
-        "seconds_monai": round(s_monai, 2),
-        "cpu_seconds_ours": round(cpu_ours, 2),
-        "cpu_seconds_monai": round(cpu_monai, 2),
-        **breakdown,
-        "windows_total": len(grid),
-        "windows_run_ours": run,
-        "body_fraction": round(float(mask.mean()), 4),
-        "volume_shape_zyx": list(shape),
-        "fov_mm": args.fov_mm,
-        "windows_run_fraction_by_fov_mm": fov_table,
-        "window": list(window),
-        "overlap": args.overlap,
-        "sw_batch_size": args.sw_batch_size,
-        "network": {"name": "unet3d", "width": args.width, "depth": args.depth, "num_classes": NUM_CLASSES, "weights": "random, seed 0"},
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "monai": monai.__version__,
-            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-            "amp": amp,
-            "load_average_before": [round(v, 2) for v in load_before],
-            "load_average_after": [round(v, 2) for v in load_after],
-        },
-        "note": "wall and process-CPU seconds of one run each after a warm-up; other processes may share the CPU (see load averages)",
-    }
-    out = args.out or RESULTS / ("inference_quick.json" if args.quick else "inference.json")
+    result = levers(args, device) if args.levers else compare(args, device)
+    out = args.out or RESULTS / ("inference_levers.json" if args.levers else "inference.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-
-    rows = [
-        ("MONAI sliding_window_inference", s_monai, cpu_monai, len(grid)),
-        ("dinomix predict_labels + body_mask", s_ours, cpu_ours, run),
-    ]
-    if args.breakdown:
-        rows.append(("dinomix predict_labels, no skipping", s_all, cpu_all, len(grid)))
-    print(f"volume {shape} (z, y, x), window {window}, overlap {args.overlap}, sw_batch_size {args.sw_batch_size}, "
-          f"unet3d width {args.width} depth {args.depth}, {device}")
-    print(f"{'run':40s} {'wall s':>8s} {'cpu s':>8s} {'windows':>8s}")
-    for name, wall, cpu, n in rows:
-        print(f"{name:40s} {wall:8.2f} {cpu:8.2f} {n:8d}")
-    print(f"ratio ours/MONAI: {result['ratio_vs_monai']:.3f} (wall), {result['ratio_vs_monai_cpu_time']:.3f} (cpu)")
-    print(f"label agreement inside the body: {result['label_agreement']:.6f}, overall: {result['label_agreement_all']:.6f}")
-    print(f"windows touching the body by field of view (mm): {fov_table}")
-    print(f"load average before/after: {result['machine']['load_average_before']} / {result['machine']['load_average_after']}")
     print(f"wrote {out}")
     return 0
 

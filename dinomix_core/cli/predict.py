@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="for a DICOM folder holding several series: the Series Instance UID to predict "
                         "(also written series_uid=UID; default: the largest series, reported)")
     p.add_argument("--tta", action="store_true", help="test-time flips (in-plane), slower, slightly more accurate")
+    p.add_argument("--fast", action="store_true",
+                   help="a quick first look: less window overlap (see benchmarks/README.md section 3 for "
+                        "the time saved and the Dice cost)")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None)
     p.set_defaults(func=run)
 
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from dinomix_core.io.outputs import check_output_dir, check_output_file
 
     (check_output_dir if folder_mode else check_output_file)(dst, option="--output")
-    model = LoadedModel(args.checkpoint, device=resolve_device(args.device))
+    model = LoadedModel(args.checkpoint, device=resolve_device(args.device), fast=args.fast)
     if model.teacher_note.startswith("RANDOM TEACHER"):
         print(f"note: this model was trained with a random teacher ({model.teacher_note})", file=sys.stderr)
     if not folder_mode:

@@ -135,7 +135,7 @@ def _stream_to_input(model, grid: NetworkGrid, sink, *, skip_mask_net, tta: bool
     net_volume = grid.network
     image = model.preprocess(np.asarray(net_volume.array))
     regrid = RegridSlabs(sink, net_volume.shape, net_volume.spacing_zyx, grid.canonical_shape, grid.canonical_spacing)
-    stream_probabilities(model.model, image, window=model.window, on_slab=regrid, overlap=0.5, sw_batch_size=2,
+    stream_probabilities(model.model, image, window=model.window, on_slab=regrid, **model.inference.options(),
                          device=model.device, tta_flips=(1, 2) if tta else (), skip_mask=skip_mask_net,
                          progress=progress, cancel=cancel)
     if not regrid.done:

@@ -57,6 +57,8 @@ def stream_probabilities(
     sigma_scale: float = 0.125,
     pad_value: float | None = None,
     channels_last: bool | None = None,
+    precision: str = "auto",
+    compile: bool = False,
 ) -> int:
     """Run ``model`` over ``image`` (z, y, x voxels) and give ``on_slab`` every z-slab once, in order.
 
@@ -97,11 +99,11 @@ def stream_probabilities(
         rows.setdefault(corner[0], []).append((corner, run))
     total = sum(runs)
     weight = gaussian_importance(window, sigma_scale, device=device)
-    autocast = _inf._autocast(device, amp)
+    autocast = _inf._autocast(device, amp, precision)
     depth = window[0]
     state = _Rolling(depth, padded, crop, on_slab)
 
-    with _inf._prepared(model, device, channels_last) as net, torch.inference_mode():
+    with _inf._prepared(model, device, channels_last, compile) as net, torch.inference_mode():
         if progress is not None:
             progress(0, total)
         done = 0

@@ -89,12 +89,14 @@ def predict_with_uncertainty_bounded(
     device: torch.device | str | None = None,
     progress=None,
     cancel=None,
+    **speed,
 ):
     """``(labels Volume, float16 uncertainty (z, y, x), score, per-class entropy)`` of one CT.
 
     ``volume``: (z, y, x), HU for CT; the labels share its exact grid. For a CT, windows
     outside ``body_mask`` are skipped and labels and uncertainty are 0 outside the body; the
     score is computed over the whole volume, as before. ``tta`` mirrors in-plane (y, x).
+    ``speed``: ``precision``, ``channels_last``, ``compile`` of :func:`stream_probabilities`.
     """
     hu = np.asarray(volume.array)
     body = body_mask(hu) if (volume.modality or "").upper() == "CT" else None
@@ -103,7 +105,8 @@ def predict_with_uncertainty_bounded(
         raise ValueError(f"preprocess changed the volume's shape from {tuple(hu.shape)} to {tuple(image.shape)}")
     sink = SlabUncertainty(hu.shape)
     stream_probabilities(net, image, window=window, on_slab=sink, overlap=overlap, sw_batch_size=sw_batch_size,
-                         device=device, tta_flips=(1, 2) if tta else (), skip_mask=body, progress=progress, cancel=cancel)
+                         device=device, tta_flips=(1, 2) if tta else (), skip_mask=body, progress=progress, cancel=cancel,
+                         **speed)
     del image
     score, per_class = sink.summary(class_weights)
     labels, uncertainty = sink.labels, sink.uncertainty

@@ -8,10 +8,16 @@ trusts its centre more than its borders, and the weighted sums are normalised pe
 Speed: windows that hold no voxel of ``skip_mask`` (e.g. ``body_mask``: air around the
 patient) are never sent through the network; they count as certain background, so voxels
 inside the mask get exactly the result of a full run. The network runs in
-``torch.inference_mode``; on CPU in channels-last-3d layout (oneDNN's preferred layout: we
-measured 5-10% less CPU time for the project's U-Net, up to 1.6x for nets with fewer
-normalisation layers); on CUDA with autocast (bf16, else fp16). Windows go through in
-batches and are added in place into one accumulator; the Gaussian map is computed once.
+``torch.inference_mode``. ``precision="auto"`` autocasts on CUDA (bf16, else fp16) and on a
+CPU with native bf16 instructions (AVX512-BF16 / AMX); elsewhere it runs float32, because
+an AVX2 CPU emulates bf16 convolutions and runs them several times slower (measured,
+benchmarks/README.md section 3). ``channels_last`` (default: CPU) runs in channels-last-3d
+layout, oneDNN's preferred layout. ``compile=True`` runs the network through
+``torch.compile`` (compiled once per network and process, reused by later calls) and falls
+back to eager mode, with one warning, where it cannot compile (no C++ compiler, Triton
+blocked in the GUI process, an unsupported op). Windows go through in batches and are added
+in place into one accumulator; the Gaussian map is computed once. The settings the product
+uses are chosen in ``engine/inference_settings.py``.
 
 Memory (V = padded voxel count, C = classes): the accumulator holds C x V values of
 ``accumulate_dtype`` (float32: 4 bytes; a 512x512x200 CT with 14 classes is 2.9 GB), plus
@@ -24,6 +30,7 @@ float32 on the CPU; ``predict_labels`` returns one byte per voxel and needs no w
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import combinations
@@ -48,7 +55,9 @@ from dinomix_core.io.volume import Volume
 
 __all__ = [
     "InferenceCancelled",
+    "PRECISIONS",
     "body_mask",
+    "cpu_has_native_bf16",
     "predict_labels",
     "predict_volume",
     "sliding_window_probs",
@@ -85,6 +94,8 @@ def sliding_window_probs(
     accumulate_device: torch.device | str | None = None,
     pad_value: float | None = None,
     channels_last: bool | None = None,
+    precision: str = "auto",
+    compile: bool = False,
 ) -> torch.Tensor:
     """Per-class probabilities of ``model`` over a whole volume, as (C, Z, Y, X) float32 on CPU.
 
@@ -96,7 +107,10 @@ def sliding_window_probs(
     ``window``: (z, y, x) voxels; axes shorter than it are padded with ``pad_value`` (default:
     the image minimum, i.e. air after any monotone preprocessing) and cropped back.
     ``overlap``: fraction of a window shared with its neighbour, per axis or one for all.
-    ``sw_batch_size`` windows go through the network together. ``amp`` autocasts on CUDA.
+    ``sw_batch_size`` windows go through the network together. ``precision``: "auto" (bf16
+    autocast on CUDA, fp16 where bf16 is missing, and on CPUs with native bf16; float32
+    otherwise), "float32", "bfloat16" (also on CPUs that emulate it), "float16" (CUDA only);
+    ``amp=False`` means "float32" whatever ``precision`` says.
     ``tta_flips``: axes (0=z, 1=y, 2=x) to mirror; every combination of them is run
     (2**k passes) and the softmaxes are averaged.
     ``skip_mask``: bool (Z, Y, X); windows without a True voxel are not run and count as
@@ -105,6 +119,7 @@ def sliding_window_probs(
     checked before every batch and raises ``InferenceCancelled``.
     ``accumulate_dtype`` / ``accumulate_device``: see the module docstring (memory).
     ``channels_last`` (default: on CPU only) runs the network in channels-last-3d layout.
+    ``compile``: run the network through ``torch.compile`` (eager fallback, see the module).
     If every window is skipped, one is still run to learn the number of classes.
     """
     acc = _accumulate(
@@ -112,7 +127,7 @@ def sliding_window_probs(
         amp=amp, tta_flips=tta_flips, skip_mask=skip_mask, progress=progress, cancel=cancel,
         sigma_scale=sigma_scale, accumulate_dtype=accumulate_dtype,
         accumulate_device=accumulate_device, pad_value=pad_value, channels_last=channels_last,
-        need_weights=True,
+        precision=precision, compile=compile, need_weights=True,
     )
     return acc.probabilities()
 
@@ -231,6 +246,8 @@ def _accumulate(
     accumulate_device: torch.device | str | None = None,
     pad_value: float | None = None,
     channels_last: bool | None = None,
+    precision: str = "auto",
+    compile: bool = False,
     need_weights: bool,
 ) -> _Accumulated:
     image = _as_image(image)
@@ -269,7 +286,7 @@ def _accumulate(
         skipped = [c for c, t in zip(corners, touched) if not t]
     total = len(to_run)
     weight = gaussian_importance(window, sigma_scale, device=device)
-    autocast = _autocast(device, amp)
+    autocast = _autocast(device, amp, precision)
     whole = slice(None)
 
     scores: torch.Tensor | None = None
@@ -283,7 +300,7 @@ def _accumulate(
         weights = torch.zeros(padded, dtype=torch.float32, device=where) if need_weights else None
         acc_weight = weight.to(where)
 
-    with _prepared(model, device, channels_last) as net, torch.inference_mode():
+    with _prepared(model, device, channels_last, compile) as net, torch.inference_mode():
         if progress is not None:
             progress(0, total)
         for first in range(0, total, sw_batch_size):
@@ -361,10 +378,12 @@ def _count_classes(net: nn.Module, image: torch.Tensor, grid: WindowGrid, device
 
 
 @contextmanager
-def _prepared(model: nn.Module | Callable, device: torch.device, channels_last: bool) -> Iterator[nn.Module]:
+def _prepared(model: nn.Module | Callable, device: torch.device, channels_last: bool,
+              compile: bool = False) -> Iterator[nn.Module]:
     """The model in eval mode on ``device`` (channels-last 3D weights); restored on exit.
 
-    A plain callable (not an ``nn.Module``) is used as it is.
+    With ``compile`` it is called through ``_compiled`` (eager fallback). A plain callable
+    (not an ``nn.Module``) is used as it is.
     """
     if not isinstance(model, nn.Module):
         yield model
@@ -379,7 +398,7 @@ def _prepared(model: nn.Module | Callable, device: torch.device, channels_last: 
             for p in model.parameters():
                 if p.ndim == 5:
                     p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
-        yield model
+        yield _compiled(model) if compile else model
     finally:
         for p, data in saved_params:
             p.data = data
@@ -424,11 +443,39 @@ def _default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def _autocast(device: torch.device, amp: bool):
-    if not amp or device.type != "cuda":
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def _autocast(device: torch.device, amp: bool, precision: str = "auto"):
+    """The autocast context for ``precision`` on ``device`` (a no-op for float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not amp or precision == "float32":
         return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cuda":
+        if precision == "auto":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = getattr(torch, precision)
+        return torch.autocast("cuda", dtype=dtype)
+    if device.type != "cpu":
+        return nullcontext()
+    if precision == "float16":
+        raise ValueError("precision='float16' needs CUDA; on the CPU use 'bfloat16' or 'float32'")
+    if precision == "auto" and not cpu_has_native_bf16():
+        return nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions in hardware (AVX512-BF16 or AMX), per oneDNN.
+
+    On AVX2-only CPUs oneDNN converts bf16 to float32 around every kernel: slower, not faster.
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _accumulator_device(device, requested, classes: int, shape, dtype: torch.dtype) -> torch.device:
@@ -449,3 +496,52 @@ def _fits_on_gpu(image: torch.Tensor, device: torch.device) -> bool:
 
 def _label_dtype(classes: int):
     return np.uint8 if classes <= 256 else np.uint16
+
+
+class _CompiledNet:
+    """``torch.compile(net)`` that falls back to ``net`` itself, for good, if compiling fails.
+
+    Compilation is lazy (it happens at the first call), so the fallback is at call time: any
+    error from the compiled path (no C++ compiler, Triton blocked, an op dynamo cannot trace)
+    warns once and runs eagerly from then on. An error the eager network raises too (a bad
+    input shape) surfaces from the eager call, and compilation stays on.
+    """
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+        self.compiled: Callable | None = None
+        self.failed: str | None = None
+        try:
+            self.compiled = torch.compile(net, dynamic=False)
+        except Exception as exc:  # noqa: BLE001 - torch.compile raises many kinds (e.g. unsupported Python)
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.compiled = None
+        self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        warnings.warn(f"torch.compile is unavailable here ({self.failed}); running the network eagerly",
+                      RuntimeWarning, stacklevel=3)
+
+    def __call__(self, x: torch.Tensor):
+        if self.compiled is not None:
+            try:
+                return self.compiled(x)
+            except Exception as exc:  # noqa: BLE001 - see the class docstring
+                out = self.net(x)  # the network's own error (a bad shape) surfaces from here
+                self._fail(exc)
+                return out
+        return self.net(x)
+
+
+def _compiled(net: nn.Module) -> _CompiledNet:
+    """The compiled runner of ``net``, built at its first use and kept on the network.
+
+    Kept in the module's ``__dict__`` (not as a sub-module: ``state_dict`` is unchanged), so
+    later predictions in the same process reuse the compiled code and the runner goes away
+    with the network.
+    """
+    runner = net.__dict__.get("_dinomix_compiled")
+    if runner is None:
+        runner = _CompiledNet(net)
+        object.__setattr__(net, "_dinomix_compiled", runner)
+    return runner

@@ -167,6 +167,7 @@ class PredictJobSpec:
 
     ``store``: keep the result as a ``model`` revision of the run that wrote ``checkpoint``
     (project case only). ``tta``: average over in-plane mirrored copies (4x the time).
+    ``fast``: the fast-first-overlay settings (``inference_settings.FAST``: fewer windows).
     """
 
     checkpoint: str
@@ -177,6 +178,7 @@ class PredictJobSpec:
     device: str | None = None
     num_threads: int | None = None
     tta: bool = False
+    fast: bool = False
 
 
 @dataclass
@@ -527,7 +529,7 @@ def _predict(spec: PredictJobSpec, project: Project | None, emit: _Emitter, canc
         raise DinomixInputError(spec.image_path, "only a project case can be stored.",
                                 "predict the case by project_dir and case_id, or do not ask to store it.")
     check_cancel(cancel, "loading the model")
-    model = LoadedModel(spec.checkpoint, device=_device(spec.device))
+    model = LoadedModel(spec.checkpoint, device=_device(spec.device), fast=spec.fast)
     run_id = None
     weights = None
     if spec.case_id is not None:

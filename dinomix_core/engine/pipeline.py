@@ -25,6 +25,7 @@ from dinomix_core.engine.distributed import DistContext
 from dinomix_core.engine.events import CancelToken, Cancelled, StageEvent, TrainingCancelled, emit_all
 from dinomix_core.engine._regrid import needs_regrid, predict_labels_regridded, predict_with_uncertainty_regridded
 from dinomix_core.engine._uncertainty import predict_with_uncertainty_bounded
+from dinomix_core.engine.inference_settings import inference_settings
 from dinomix_core.engine.inferer import body_mask, predict_volume
 from dinomix_core.engine.trainer import TeacherInfo, Trainer, TrainResult
 from dinomix_core.io import LabelMap, Volume, read_volume, write_labels
@@ -153,8 +154,10 @@ def train_on_dataset(
 class LoadedModel:
     """A trained student with what it needs to predict: class map and preprocessing."""
 
-    def __init__(self, path: str | Path, device: torch.device | str | None = None):
+    def __init__(self, path: str | Path, device: torch.device | str | None = None, *, fast: bool = False):
         meta, payload = load_checkpoint(path, kind=MODEL_KIND)
+        # Overlap, batch, precision, layout, compilation: engine/inference_settings.py (measured).
+        self.inference = inference_settings(fast)
         self.path = Path(path)
         self.meta = meta
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -191,8 +194,8 @@ class LoadedModel:
                                             return_probs=return_probs, skip_mask=skip_mask)
         options = {} if skip_mask is None else {"skip_mask": skip_mask, "skip_outside_body": False}
         return predict_volume(
-            self.model, volume, preprocess=self.preprocess, window=self.window, overlap=0.5,
-            sw_batch_size=2, device=self.device, tta_flips=(1, 2) if tta else (), progress=progress,
+            self.model, volume, preprocess=self.preprocess, window=self.window, **self.inference.options(),
+            device=self.device, tta_flips=(1, 2) if tta else (), progress=progress,
             cancel=cancel, return_probs=return_probs, **options,
         )
 
@@ -231,7 +234,7 @@ def predict_with_uncertainty(model: LoadedModel, volume: Volume, *, class_weight
     # Bounded memory: z-slabs are reduced to labels/entropy as windows finish (engine/_uncertainty.py).
     return predict_with_uncertainty_bounded(
         model.model, volume, preprocess=model.preprocess, window=model.window, class_weights=class_weights,
-        tta=tta, overlap=0.5, sw_batch_size=2, device=model.device, progress=progress, cancel=cancel)
+        tta=tta, **model.inference.options(), device=model.device, progress=progress, cancel=cancel)
 
 
 def predict_file(model: LoadedModel, input_path: str | Path, output_path: str | Path, *, tta: bool = False, progress=None) -> Volume:
