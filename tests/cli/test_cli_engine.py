@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -83,12 +85,17 @@ def test_demo_runs_end_to_end_and_says_the_teacher_is_random(tmp_path, capsys, m
 
 
 def test_bad_input_gives_one_clear_line(tmp_path, capsys, data):
-    assert main(["predict", "--checkpoint", str(tmp_path / "missing.pt"), "--input", "x", "--output", "y"]) == 2
+    image = str(sorted((Path(data) / "imagesTr").glob("*.nii.gz"))[0])
+    out = str(tmp_path / "y.nii.gz")
+    assert main(["predict", "--checkpoint", str(tmp_path / "missing.pt"), "--input", image, "--output", out]) == 2
     err = capsys.readouterr().err
     assert "missing.pt" in err and "checkpoint not found" in err and "Traceback" not in err
+    assert main(["predict", "--checkpoint", str(tmp_path / "missing.pt"), "--input", "x", "--output", out]) == 2
+    err = capsys.readouterr().err
+    assert "x" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    assert main(["predict", "--checkpoint", str(junk), "--input", "x", "--output", "y"]) == 2
+    assert main(["predict", "--checkpoint", str(junk), "--input", image, "--output", out]) == 2
     assert "cannot be read as a DINO-Mix checkpoint" in capsys.readouterr().err
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--steps", "1"]) == 2
     assert "--labeled" in capsys.readouterr().err
