@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 
-from dinomix_core.engine.config import METHODS, TrainConfig
+from dinomix_core.engine.config import DEFAULT_LR, LR_SCHEDULES, METHODS, TrainConfig, field_default
+from dinomix_core.io.errors import DinomixInputError
 
 
 def triple(text: str) -> tuple[int, int, int]:
@@ -29,64 +32,93 @@ def spacing(text: str) -> tuple[float, float, float]:
     return tuple(parts)
 
 
-def add_training_options(p: argparse.ArgumentParser, *, steps: int = 1000) -> None:
+def add_training_options(p: argparse.ArgumentParser, *, steps: int | None = None) -> None:
+    """The training options; every default is TrainConfig's own (``steps``: another default)."""
+    d = field_default
+    steps = d("steps") if steps is None else steps
+    lrs = ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items())
     g = p.add_argument_group("training")
-    g.add_argument("--method", choices=METHODS, default="dinomix", help="which parts of DINO-Mix to use (default: dinomix = all)")
+    g.add_argument("--method", choices=METHODS, default=d("method"), help="which parts of DINO-Mix to use (default: dinomix = all)")
     g.add_argument("--teacher", "--teacher-weights", dest="teacher", default="auto", metavar="random|PATH|auto",
                    help="DINOv3 weights file, 'random' (tests/demo: a randomly initialised ViT, reported as such) "
                         "or 'auto' (installed weights; see `dinomix weights`)")
-    g.add_argument("--teacher-arch", default="vit_small_patch16_dinov3", help="timm DINOv3 architecture")
+    g.add_argument("--teacher-arch", default=d("teacher"), help="timm DINOv3 architecture")
     g.add_argument("--steps", type=int, default=steps, help=f"training steps (default {steps})")
-    g.add_argument("--patch", type=triple, default=(64, 128, 128), metavar="D,H,W", help="patch size in voxels (z,y,x)")
-    g.add_argument("--spacing", type=spacing, default=None, metavar="Z,Y,X",
+    g.add_argument("--patch", type=triple, default=d("patch_size"), metavar="D,H,W",
+                   help="patch size in voxels (z,y,x; default %s)" % ",".join(map(str, d("patch_size"))))
+    g.add_argument("--spacing", type=spacing, default=d("target_spacing"), metavar="Z,Y,X",
                    help="voxel spacing in mm every case is resampled to, and predictions are made at "
                         "(default: the median spacing of the labeled cases; recorded in model.pt)")
-    g.add_argument("--batch-labeled", type=int, default=2)
-    g.add_argument("--batch-unlabeled", type=int, default=2)
-    g.add_argument("--student", default="unet3d", help="student architecture (unet3d, vnet, unet2d)")
-    g.add_argument("--width", type=int, default=16, help="student base channels")
-    g.add_argument("--depth", type=int, default=4, help="student down-sampling steps")
-    g.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
-                   help="sgd: the DHC protocol (lr 0.03, Nesterov, poly); adamw: converges in far fewer steps (use --lr 3e-3)")
-    g.add_argument("--lr", type=float, default=0.03)
-    g.add_argument("--lambda-u", type=float, default=0.1,
-                   help="weight of the pseudo-label loss on unlabeled/mixed volumes (default 0.1; 1.0 lets the "
+    g.add_argument("--batch-labeled", type=int, default=d("batch_labeled"))
+    g.add_argument("--batch-unlabeled", type=int, default=d("batch_unlabeled"))
+    g.add_argument("--student", default=d("student"), help="student architecture (unet3d, vnet, unet2d)")
+    g.add_argument("--width", type=int, default=d("student_width"), help=f"student base channels (default {d('student_width')})")
+    g.add_argument("--depth", type=int, default=d("student_depth"), help=f"student down-sampling steps (default {d('student_depth')})")
+    g.add_argument("--optimizer", choices=tuple(DEFAULT_LR), default=d("optimizer"),
+                   help="sgd: the DHC protocol (Nesterov, poly); adamw: converges in far fewer steps")
+    g.add_argument("--lr", type=float, default=d("lr"), help=f"learning rate (default: the optimizer's, {lrs})")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d("lr_schedule"),
+                   help=f"learning-rate decay after the warm-up (default {d('lr_schedule')})")
+    g.add_argument("--warmup", type=float, default=d("warmup_fraction"), metavar="FRACTION",
+                   help=f"share of the steps with a linear learning-rate warm-up (default {d('warmup_fraction'):g})")
+    g.add_argument("--lambda-u", type=float, default=d("lambda_u"),
+                   help=f"weight of the pseudo-label loss on unlabeled/mixed volumes (default {d('lambda_u'):g}; 1.0 lets the "
                         "EMA teacher's early mistakes collapse minority organs)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--token-stride", type=int, default=8, help="voxels per DINOv3 token in-plane (4 for small organs on GPU)")
-    g.add_argument("--token-source", choices=("cache", "online"), default="cache",
+    g.add_argument("--seed", type=int, default=d("seed"))
+    g.add_argument("--token-stride", type=int, default=d("token_stride"),
+                   help=f"voxels per DINOv3 token in-plane (default {d('token_stride')}; 4 for small organs on GPU)")
+    g.add_argument("--token-source", choices=("cache", "online"), default=d("token_source"),
                    help="cache: teacher tokens once per volume (default); online: a teacher forward per step (ablation)")
-    g.add_argument("--val-every", type=int, default=0, help="validate every N steps (--data: needs --val; --project: 0 = every steps/5)")
-    g.add_argument("--checkpoint-every", type=int, default=50)
-    g.add_argument("--no-augment", action="store_true")
+    g.add_argument("--val-every", type=int, default=d("val_every"),
+                   help="validate every N steps (--data: needs --val; --project: 0 = every steps/5)")
+    g.add_argument("--checkpoint-every", type=int, default=d("checkpoint_every"))
+    g.add_argument("--no-augment", action="store_true", help="no flips / intensity augmentation")
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     g.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: CUDA when present")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (torch.set_num_threads)")
 
 
+# TrainConfig field -> the argparse dest that sets it (booleans set by a --no-X flag are
+# inverted). The one table behind config_from_args and the option names in messages.
+OPTION_OF = {
+    "method": "method", "student": "student", "student_width": "width", "student_depth": "depth",
+    "patch_size": "patch", "target_spacing": "spacing", "batch_labeled": "batch_labeled",
+    "batch_unlabeled": "batch_unlabeled", "steps": "steps", "optimizer": "optimizer", "lr": "lr",
+    "lr_schedule": "lr_schedule", "warmup_fraction": "warmup", "lambda_u": "lambda_u", "seed": "seed",
+    "teacher": "teacher_arch", "token_stride": "token_stride", "token_source": "token_source",
+    "val_every": "val_every", "checkpoint_every": "checkpoint_every", "augment": "no_augment", "amp": "no_amp",
+}
+_NEGATED = {"augment", "amp"}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        method=args.method,
-        student=args.student,
-        student_width=args.width,
-        student_depth=args.depth,
-        patch_size=args.patch,
-        target_spacing=getattr(args, "spacing", None),
-        batch_labeled=args.batch_labeled,
-        batch_unlabeled=args.batch_unlabeled,
-        steps=args.steps,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        lambda_u=args.lambda_u,
-        seed=args.seed,
-        teacher=args.teacher_arch,
-        token_stride=args.token_stride,
-        token_source=args.token_source,
-        val_every=args.val_every,
-        checkpoint_every=args.checkpoint_every,
-        augment=not args.no_augment,
-        amp=not args.no_amp,
-    )
+    fields = {}
+    for name, dest in OPTION_OF.items():
+        if not hasattr(args, dest):
+            continue
+        value = getattr(args, dest)
+        fields[name] = (not value) if name in _NEGATED else value
+    try:
+        return TrainConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise DinomixInputError(None, f"training options: {exc}.", "fix the option and run again.") from None
+
+
+def parse_overrides(items: list[str], option: str = "--set") -> dict:
+    """``FIELD=VALUE`` pairs naming TrainConfig fields; values are JSON when they parse
+    (numbers, true/false, lists such as [16,64,64]), else plain text."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in names:
+            raise DinomixInputError(None, f"{option} {item!r}: expected FIELD=VALUE with FIELD a training-config field.",
+                                    f"use e.g. {option} lr=0.005 (fields: {', '.join(sorted(names))}).")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
 
 
 def teacher_weights(args: argparse.Namespace) -> str | None:

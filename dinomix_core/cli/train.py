@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from dinomix_core.cli._progress import ConsoleProgress
-from dinomix_core.cli._train_args import add_training_options, apply_threads, config_from_args, teacher_weights
+from dinomix_core.cli._train_args import OPTION_OF, add_training_options, apply_threads, config_from_args, teacher_weights
 from dinomix_core.io.errors import DinomixInputError
 
 RUN_FILES = ("model.pt", "last.pt", "run.json")
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 def option_names() -> dict[str, str]:
     """Config field -> the option that sets it (``student_depth`` -> ``--depth``), for messages."""
-    return {field: "--" + option.replace("_", "-") for field, option in _OPTION_OF.items()}
+    return {field: "--" + option.replace("_", "-") for field, option in OPTION_OF.items()}
 
 
 def _check_before_slow_work(args: argparse.Namespace):
@@ -200,19 +200,9 @@ def _train_project(args: argparse.Namespace, config, dist, progress: ConsoleProg
     return 0
 
 
-# Config fields set by the training options, and the option that sets each.
-_OPTION_OF = {
-    "method": "method", "student": "student", "student_width": "width", "student_depth": "depth",
-    "patch_size": "patch", "target_spacing": "spacing", "batch_labeled": "batch_labeled", "batch_unlabeled": "batch_unlabeled",
-    "steps": "steps", "optimizer": "optimizer", "lr": "lr", "lambda_u": "lambda_u", "seed": "seed",
-    "teacher": "teacher_arch", "token_stride": "token_stride", "token_source": "token_source",
-    "val_every": "val_every", "checkpoint_every": "checkpoint_every", "augment": "no_augment", "amp": "no_amp",
-}
-
-
 def _given(args: argparse.Namespace, field: str) -> bool:
     """Whether the command line set the option behind config ``field`` (not left at its default)."""
-    option = _OPTION_OF.get(field)
+    option = OPTION_OF.get(field)
     if option is None:
         return False
     defaults = getattr(args, "option_defaults", None)

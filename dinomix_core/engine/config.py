@@ -9,7 +9,7 @@ Knowledge Distillation) and ``dinomix`` (all of it).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 METHODS = ("supervised", "mean-teacher", "pic", "fkd", "dinomix")
 
@@ -20,6 +20,22 @@ _PARTS = {
     "fkd": dict(use_mean_teacher=True, use_pic=False, use_fkd=True),
     "dinomix": dict(use_mean_teacher=True, use_pic=True, use_fkd=True),
 }
+
+# The learning rate each optimizer gets when ``lr`` is not given: SGD per the DHC protocol;
+# AdamW's measured on the phantom (3e-3 for 1,650 poly steps, benchmarks/README.md section 1).
+DEFAULT_LR = {"sgd": 0.03, "adamw": 3e-3}
+LR_SCHEDULES = ("poly", "cosine")
+
+
+def field_default(name: str):
+    """The declared default of TrainConfig field ``name`` (``lr``: None, the optimizer's own),
+    so option parsers take their defaults from here instead of typing them twice."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            return f.default_factory()
+    raise KeyError(f"TrainConfig has no field {name!r}")
 
 
 @dataclass
@@ -41,10 +57,16 @@ class TrainConfig:
     # Voxel spacing (z, y, x mm) every case is resampled to; None: the median of the labeled cases.
     target_spacing: tuple[float, float, float] | None = None
     # optimisation (DHC protocol: SGD 0.03, momentum 0.9, Nesterov, wd 3e-5, poly). "adamw"
-    # (lr ~2e-3) converges in far fewer steps, for short CPU runs such as the demo.
+    # converges in far fewer steps, for short CPU runs such as the demo.
     optimizer: str = "sgd"
     steps: int = 1000
-    lr: float = 0.03
+    # None: the optimizer's own default (DEFAULT_LR), filled in at construction so the recorded
+    # config names the rate that ran. AdamW at SGD's 0.03 diverges or stalls.
+    lr: float | None = None
+    # "poly" (DHC / nnU-Net: base * (1 - t)^0.9) or "cosine" (half cosine to 0); either after a
+    # linear warm-up over the first ``warmup_fraction`` of the steps (0: none).
+    lr_schedule: str = "poly"
+    warmup_fraction: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 3e-5
     seed: int = 0
@@ -83,13 +105,11 @@ class TrainConfig:
     # the step count is fixed so the steps end within it (``steps`` stays the upper bound); the
     # fixed count is saved with the state, so a resumed run keeps it. One process only.
     time_budget_s: float = 0.0
-    log_every: int = 10
     amp: bool = True
     # switches, filled from the method preset unless given explicitly
     use_mean_teacher: bool | None = None
     use_pic: bool | None = None
     use_fkd: bool | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -106,8 +126,14 @@ class TrainConfig:
             self.target_spacing = spacing
         self.teacher_window = tuple(float(v) for v in self.teacher_window)
         self.pic_box = tuple(float(v) for v in self.pic_box)
-        if self.optimizer not in ("sgd", "adamw"):
+        if self.optimizer not in DEFAULT_LR:
             raise ValueError("optimizer must be 'sgd' or 'adamw'")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.optimizer]
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0.0 <= float(self.warmup_fraction) < 1.0:
+            raise ValueError(f"warmup_fraction must be within [0, 1), got {self.warmup_fraction!r}")
         if self.token_source not in ("cache", "online"):
             raise ValueError("token_source must be 'cache' or 'online'")
 
@@ -132,5 +158,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        """A config from ``to_dict`` output; keys that are no longer fields (``log_every`` and
+        ``extra`` of older runs) are ignored, so old checkpoints and run records still load."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})

@@ -37,9 +37,9 @@ from dinomix_core.engine.events import (
 from dinomix_core.engine.metrics import evaluate_arrays
 from dinomix_core.engine.inferer import InferenceCancelled, predict_labels
 from dinomix_core.engine.objective import Objective, StudentWithHead
+from dinomix_core.engine.schedules import learning_rate
 from dinomix_core.io import LabelMap
 from dinomix_core.io.atomic import atomic_write_text
-from dinomix_core.methods.ramps import poly_lr
 from dinomix_core.models import create_student
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -240,7 +240,7 @@ class Trainer:
                 if batch.get(side) is not None:
                     batch[side]["tokens"] = online_tokens(self.online_teacher, batch[side]["image"], cfg.token_stride)
         t = step / max(cfg.steps, 1)
-        lr = poly_lr(cfg.lr, t)
+        lr = learning_rate(cfg.lr, t, cfg.lr_schedule, cfg.warmup_fraction)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         generator = torch.Generator().manual_seed(_step_seed(cfg.seed, self.dist.rank, step))

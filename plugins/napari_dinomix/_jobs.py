@@ -19,17 +19,19 @@ from qtpy.QtCore import QObject, Signal
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.events import CheckpointEvent, PredictionStoredEvent, StageEvent, StepEvent, ValidationEvent
 from dinomix_core.engine.jobs import PredictJobSpec, TrainJobSpec
+from dinomix_core.engine.presets import QUICK_FIRST_OVERLAY_STEPS, preset_fields
 
 from napari_dinomix._worker import JobOutcome, JobWorker
 
 TRAIN_TARGET = "dinomix_core.engine.jobs:run_train_job"
 PREDICT_TARGET = "napari_dinomix._job_targets:predict_cases"
 
-# Settings presets offered by the Train panel. "Quick" is sized for a first overlay within
-# about two minutes on a 2-core laptop (phantom-sized CT); "Standard" is the engine default.
+# Settings presets offered by the Train panel. "Quick first model" is the engine's "quick"
+# recipe (dinomix_core/engine/presets.py, the one `dinomix demo` trains), at the step count
+# sized for a first overlay on a phantom-sized CT within about two minutes on 2 CPU cores,
+# validating every 50 steps; "Standard" is the engine default.
 PRESETS: dict[str, dict] = {
-    "Quick first model": dict(student="unet3d", student_width=8, student_depth=3, patch_size=(16, 64, 64),
-                              steps=150, optimizer="adamw", lr=3e-3, batch_labeled=2, batch_unlabeled=2, val_every=50),
+    "Quick first model": preset_fields("quick", steps=QUICK_FIRST_OVERLAY_STEPS, val_every=50),
     "Standard": dict(student="unet3d", student_width=16, student_depth=4, patch_size=(64, 128, 128),
                      steps=1000, optimizer="sgd", lr=0.03),
 }

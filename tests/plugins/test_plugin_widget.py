@@ -160,7 +160,9 @@ def test_train_panel_budget_in_minutes_becomes_a_time_budget(widget):
     assert config["time_budget_s"] == 420.0 and config["steps"] >= 100_000
     panel.budget.setCurrentText("steps")
     config = panel.request().config()
-    assert config["time_budget_s"] == 0.0 and config["steps"] == 150  # the quick preset's
+    from napari_dinomix._jobs import PRESETS
+
+    assert config["time_budget_s"] == 0.0 and config["steps"] == PRESETS["Quick first model"]["steps"]
 
 
 def _store_model_prediction(root, case_id: str, value: int) -> tuple[int, int, np.ndarray]:
