@@ -80,6 +80,7 @@ def main(argv=None) -> int:
 
     from dinomix_core.data.dataset import CaseSpec
     from dinomix_core.engine.config import TrainConfig
+    from dinomix_core.engine.events import StepEvent
     from dinomix_core.engine.pipeline import LoadedModel, train_on_specs
     from dinomix_core.io import LabelMap, read_labels, read_volume, resample_to_spacing
 
@@ -93,7 +94,12 @@ def main(argv=None) -> int:
                       patch_size=(32, 64, 64), batch_labeled=2, optimizer="adamw", lr=3e-3, checkpoint_every=0,
                       seed=0)
     tic = time.perf_counter()
-    result = train_on_specs(cfg, [CaseSpec("real_ct", image_path, label_path)], [], labelmap, out / "run")
+    def report(event):
+        if isinstance(event, StepEvent) and (event.step % 50 == 0 or event.step == event.total_steps):
+            print(f"step {event.step}/{event.total_steps}: {event.seconds_per_step:.2f} s per step", flush=True)
+
+    result = train_on_specs(cfg, [CaseSpec("real_ct", image_path, label_path)], [], labelmap, out / "run",
+                            callbacks=[report])
     train_s = time.perf_counter() - tic
     model = LoadedModel(result.model_path, device="cpu")
     names = list(labelmap.names)
