@@ -137,8 +137,7 @@ def load_network(args, device):
 
     loaded = LoadedModel(args.checkpoint, device=device)
     student = loaded.meta["student"]
-    run_json = Path(args.checkpoint).with_name("run.json")
-    steps = json.loads(run_json.read_text()).get("steps_done") if run_json.is_file() else None
+    steps = loaded.meta.get("steps")
     return loaded.model.eval(), {
         "name": student.get("name"), "width": student.get("width"), "depth": student.get("depth"),
         "num_classes": student.get("num_classes"), "weights": f"trained: {args.checkpoint}",
@@ -267,6 +266,9 @@ def levers(args, device) -> dict:
     for cid in args.cases.split(","):
         volume = read_volume(data / "imagesTr" / f"{cid}_0000.nii.gz")
         gt = np.asarray(read_volume(data / "labelsTr" / f"{cid}.nii.gz").array)
+        if args.crop:  # a central (z, y, x) crop: for slow levers (bf16 emulated on AVX2)
+            box = tuple(slice((n - c) // 2, (n - c) // 2 + c) for n, c in zip(volume.shape, args.crop))
+            volume, gt = volume.with_array(np.ascontiguousarray(np.asarray(volume.array)[box])), gt[box]
         cases.append((cid, volume, gt))
     classes = loaded.labelmap.num_classes
     ref = REFERENCE
@@ -295,8 +297,14 @@ def levers(args, device) -> dict:
                                     device=device, **settings.options(), **extra)
             labels = np.asarray(out.array)
             body = body_mask(np.asarray(volume.array))
+            saved = Path(args.labels_dir) / f"{cid}_reference.npy" if args.labels_dir else None
             if index == 0:
                 reference_labels[cid] = labels
+                if saved is not None:  # for rows run in other processes (--only)
+                    saved.parent.mkdir(parents=True, exist_ok=True)
+                    np.save(saved, labels)
+            elif cid not in reference_labels and saved is not None and saved.is_file():
+                reference_labels[cid] = np.load(saved)
             agree = float((labels == reference_labels[cid])[body].mean()) if cid in reference_labels else None
             grid = WindowGrid.build(tuple(max(a, b) for a, b in zip(volume.shape, window)), window, (settings.overlap,) * 3)
             dice = dice_per_class(labels, gt, classes)
@@ -354,8 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="with --levers: the phantom data set folder")
     parser.add_argument("--cases", default="phantom_006,phantom_007", help="with --levers: held-out case ids")
     parser.add_argument("--lever-window", type=_triple, default=None, help="with --levers: default the checkpoint's")
+    parser.add_argument("--crop", type=_triple, default=None, help="with --levers: a central Z,Y,X crop of each case")
     parser.add_argument("--bf16", action="store_true", help="with --levers: also bfloat16 autocast (slow on AVX2 CPUs)")
     parser.add_argument("--only", default=None, help="with --levers: comma list of row numbers (0 = reference)")
+    parser.add_argument("--labels-dir", default=None,
+                        help="with --levers: keep the reference labels here, so rows run apart (--only) are compared too")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

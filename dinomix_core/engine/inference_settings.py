@@ -8,9 +8,10 @@ them together. The figures behind each choice are in benchmarks/README.md sectio
 16, depth 4) on held-out phantom cases, each lever against the float32, overlap-0.5
 reference, for speed and for Dice / label agreement.
 
-* ``DEFAULT`` keeps the mean Dice within 0.5 points of that reference.
+* ``DEFAULT`` keeps the mean Dice within 0.5 points of that reference (measured on a weakly
+  trained student, see the README: to be re-measured with a fully trained one).
 * ``FAST`` is for a first overlay (``dinomix predict --fast``, the GUI's "fast first
-  overlay"): fewer windows, a measured, small Dice cost.
+  overlay", ``PredictJobSpec.fast``): fewer windows, no blending across window seams.
 
 Test-time flips are not a setting here: they stay off unless asked for (``--tta``), at 4x
 the time.
@@ -55,9 +56,17 @@ class InferenceSettings:
 # The float32, overlap-0.5 reference every lever is measured against (nnU-Net's overlap).
 REFERENCE = InferenceSettings(overlap=0.5, sw_batch_size=2, precision="float32", channels_last=None, compile=False)
 
-DEFAULT = InferenceSettings(overlap=0.5, sw_batch_size=2, precision="auto", channels_last=None, compile=False)
+# Measured (benchmarks/README.md section 3, 2-core AMD EPYC, trained default student):
+# overlap 0.25 runs 100 instead of 294 windows on a 200x512x512 CT (0.55x the CPU time on a
+# phantom case) at +0.3 Dice points; channels-last cost 7-14% more CPU time than the
+# contiguous layout; bf16 is emulated on AVX2 CPUs (much slower), so "auto" picks float32
+# there and bf16 on CUDA / AMX / AVX512-BF16; torch.compile costs minutes of compilation
+# before its first window, more than it saves on one CT, so it stays an option.
+DEFAULT = InferenceSettings(overlap=0.25, sw_batch_size=2, precision="auto", channels_last=False, compile=False)
 
-FAST = InferenceSettings(overlap=0.25, sw_batch_size=2, precision="auto", channels_last=None, compile=False)
+# A first overlay: windows only touch (64 instead of 294 on a 200x512x512 CT, 0.24x the
+# CPU time on a phantom case); seams between windows are not blended.
+FAST = InferenceSettings(overlap=0.0, sw_batch_size=2, precision="auto", channels_last=False, compile=False)
 
 
 def inference_settings(fast: bool = False) -> InferenceSettings:

@@ -12,7 +12,8 @@ inside the mask get exactly the result of a full run. The network runs in
 CPU with native bf16 instructions (AVX512-BF16 / AMX); elsewhere it runs float32, because
 an AVX2 CPU emulates bf16 convolutions and runs them several times slower (measured,
 benchmarks/README.md section 3). ``channels_last`` (default: CPU) runs in channels-last-3d
-layout, oneDNN's preferred layout. ``compile=True`` runs the network through
+layout, oneDNN's preferred layout (for the default student on the 2-core AMD EPYC build
+machine it cost 7-14% more CPU time, so the product's settings turn it off). ``compile=True`` runs the network through
 ``torch.compile`` (compiled once per network and process, reused by later calls) and falls
 back to eager mode, with one warning, where it cannot compile (no C++ compiler, Triton
 blocked in the GUI process, an unsupported op). Windows go through in batches and are added

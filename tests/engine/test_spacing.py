@@ -193,8 +193,8 @@ def test_the_network_sees_lps_so_a_flip_on_disk_does_not_mirror_the_prediction(t
     a, b = old.predict(real_crop), old.predict(stored)
     assert not np.array_equal(to_canonical(a)[0].array, to_canonical(b)[0].array)
     # ... and an old checkpoint predicts exactly as before: on the input's own grid, nothing resampled.
-    direct = predict_volume(old.model, stored, preprocess=old.preprocess, window=old.window, overlap=0.5,
-                            sw_batch_size=2, device="cpu")
+    direct = predict_volume(old.model, stored, preprocess=old.preprocess, window=old.window,
+                            **old.inference.options(), device="cpu")
     assert np.array_equal(b.array, direct.array)
 
 
