@@ -51,6 +51,9 @@ class TrainConfig:
     batch_labeled: int = 2
     batch_unlabeled: int = 2
     fg_fraction: float = 0.67
+    # How the class a foreground-centred patch is centred on is drawn (data/patches.py):
+    # "inverse-sqrt-frequency" (default), "inverse-frequency" (the rarest organs most), ...
+    patch_class_weighting: str = "inverse-sqrt-frequency"
     augment: bool = True
     prefetch: int | None = None  # batches prepared ahead on a thread; None: 2 on CUDA, 0 on CPU
     intensity_window: tuple[float, float] = (-75.0, 275.0)  # DHC clip, HU
@@ -128,6 +131,11 @@ class TrainConfig:
         self.pic_box = tuple(float(v) for v in self.pic_box)
         if self.optimizer not in DEFAULT_LR:
             raise ValueError("optimizer must be 'sgd' or 'adamw'")
+        from dinomix_core.data.patches import CLASS_WEIGHTINGS
+
+        if self.patch_class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(f"patch_class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, "
+                             f"got {self.patch_class_weighting!r}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
         if self.lr_schedule not in LR_SCHEDULES:

@@ -157,7 +157,8 @@ class Trainer:
         self.batches = TrainBatches(
             list(labeled),
             list(unlabeled) if config.uses_unlabeled else [],
-            PatchSampler(config.patch_size, fg_fraction=config.fg_fraction, stride=config.token_stride),
+            PatchSampler(config.patch_size, fg_fraction=config.fg_fraction, stride=config.token_stride,
+                         class_weights=config.patch_class_weighting),
             batch_labeled=config.batch_labeled,
             batch_unlabeled=config.batch_unlabeled if config.uses_unlabeled else 0,
             seed=config.seed,

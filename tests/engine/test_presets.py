@@ -81,3 +81,20 @@ def test_trainer_applies_the_configured_schedule(phantom_dir, tmp_path):
     expected = [learning_rate(3e-3, s / 4, "cosine", 0.5) for s in range(4)]
     assert used == pytest.approx(expected) and used[2] == pytest.approx(3e-3)
     assert math.isclose(max(used), 3e-3)
+
+
+def test_patch_class_weighting_reaches_the_sampler(phantom_dir, tmp_path):
+    from dinomix_core.data.dataset import load_cases, load_nnunet_dataset
+    from dinomix_core.engine.trainer import Trainer
+
+    with pytest.raises(ValueError, match="patch_class_weighting"):
+        TrainConfig(patch_class_weighting="rarest")
+    cases, labelmap, _ = load_nnunet_dataset(phantom_dir)
+    labeled = load_cases(cases[:1], labelmap=labelmap)
+    config = TrainConfig(method="supervised", student_width=4, student_depth=2, patch_size=(8, 32, 32), steps=1,
+                         patch_class_weighting="inverse-frequency")
+    sampler = Trainer(config, labeled, [], labelmap, out_dir=tmp_path).batches.sampler
+    probs = sampler.class_probabilities(labeled[0])
+    counts = {c: int((labeled[0].label == c).sum()) for c in probs}
+    rarest, commonest = min(counts, key=counts.get), max(counts, key=counts.get)
+    assert probs[rarest] / probs[commonest] == pytest.approx(counts[commonest] / counts[rarest])
