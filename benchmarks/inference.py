@@ -10,7 +10,9 @@
 
 The network is a trained ``model.pt`` (``dinomix train``; the figures in benchmarks/README.md
 section 3 use the default student, ``unet3d`` width 16, depth 4, trained on the phantom).
-``--random`` builds a seeded random ``unet3d`` of ``--width`` / ``--depth`` instead.
+``--random`` (or no ``--checkpoint``) builds a seeded random ``unet3d`` of ``--width`` /
+``--depth`` instead: real times, but not a trained model's labels. ``--quick``: a small
+volume, a smoke test (inference_quick.json).
 
 Ours vs MONAI: both run the same network, window, overlap, window batch and Gaussian blending
 (sigma = 1/8 window) and take the argmax of the blended softmax, back to back in this
@@ -345,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--checkpoint", help="model.pt of a trained student (see the module docstring)")
-    parser.add_argument("--random", action="store_true", help="a seeded random unet3d of --width / --depth instead")
+    parser.add_argument("--random", action="store_true",
+                        help="a seeded random unet3d of --width / --depth instead (also without --checkpoint): speed only")
+    parser.add_argument("--quick", action="store_true", help="a 48x160x160 volume and 32x64x64 windows: a smoke test")
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--settings", choices=sorted(SETTINGS), default="default", help="our inference settings")
@@ -371,13 +375,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU")
-    if not args.random and not args.checkpoint:
-        parser.error("give --checkpoint RUN/model.pt (a trained student) or --random")
-    if args.levers and (args.random or not args.data):
+    if args.levers and (args.random or not args.checkpoint or not args.data):
         parser.error("--levers needs --checkpoint and --data")
+    if not args.checkpoint:
+        args.random = True
+        print("note: no --checkpoint: a random network; its times are real, its labels are not a trained model's")
+    if args.quick:
+        args.shape, args.window = (48, 160, 160), (32, 64, 64)
     device = torch.device(args.device)
     result = levers(args, device) if args.levers else compare(args, device)
-    out = args.out or RESULTS / ("inference_levers.json" if args.levers else "inference.json")
+    name = "inference_levers.json" if args.levers else "inference_quick.json" if args.quick else "inference.json"
+    out = args.out or RESULTS / name
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
