@@ -23,7 +23,7 @@ def test_two_gloo_ranks_stay_in_sync(phantom_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), str(worker), str(phantom_dir), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
@@ -48,7 +48,7 @@ def test_one_process_under_torchrun_starts_a_gloo_group(phantom_dir, tmp_path):
            "--master_port", str(_free_port()), "-m", "dinomix_core.cli", "train", "--data", str(phantom_dir),
            "--labeled", "2", "--exclude", "phantom_003", "--method", "supervised", "--steps", "1",
            "--patch", "16,32,32", "--width", "4", "--depth", "2", "--device", "cpu", "--out", str(tmp_path / "run")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["distributed_backend"] == "gloo" and run["world_size"] == 1

@@ -111,7 +111,7 @@ def test_resume_refuses_a_different_run(phantom_dir, tmp_path):
 
 def test_methods_needing_unlabeled_data_say_so(phantom_dir, tmp_path):
     cfg = TrainConfig(method="mean-teacher", steps=1, **TINY)
-    with pytest.raises(ValueError, match="needs unlabeled cases"):
+    with pytest.raises(ValueError, match="learns from unlabeled scans"):
         train_on_dataset(cfg, phantom_dir, 3, tmp_path / "run", exclude=HELD_OUT)
 
 
