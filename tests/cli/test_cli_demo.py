@@ -19,7 +19,7 @@ def test_tiny_demo_trains_the_quick_preset_and_draws_a_legend(tmp_path, capsys):
                "--patch", "16,32,32", "--width", "4", "--depth", "2", "--set", "batch_labeled=1", "--threads", "1"])
     assert rc == 0
     printed = capsys.readouterr()
-    assert "elapsed:" in printed.out and "training" in printed.out.split("elapsed:")[1]
+    assert "elapsed:" in printed.out  # (stages under 0.5 s, like these 2 steps, are left off the line)
     report = json.loads((out / "report.json").read_text())
     config = report["config"]
     given = {"steps": 2, "patch_size": [16, 32, 32], "student_width": 4, "student_depth": 2, "batch_labeled": 1}
