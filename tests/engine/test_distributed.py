@@ -53,6 +53,7 @@ def test_one_process_under_torchrun_starts_a_gloo_group(phantom_dir, tmp_path):
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["distributed_backend"] == "gloo" and run["world_size"] == 1
     plain = subprocess.run([sys.executable, "-m", "dinomix_core.cli", "train", *cmd[cmd.index("--data"):-1],
-                            str(tmp_path / "plain")], env=env, capture_output=True, text=True, timeout=300)
+                            str(tmp_path / "plain")], env=env, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                           timeout=300)
     assert plain.returncode == 0, plain.stderr[-3000:]
     assert json.loads((tmp_path / "plain" / "run.json").read_text())["distributed_backend"] is None
