@@ -86,6 +86,7 @@ from dinomix_core.data.dataset import LoadedCase, load_cases, resolve_target_spa
 from dinomix_core.data.token_cache import TokenCache
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.distributed import DistContext
+from dinomix_core.engine.devices import resolve_device
 from dinomix_core.engine.events import (
     Callback,
     CancelToken,
@@ -257,18 +258,6 @@ class _Emitter:
         emit_all(self.callbacks, event)
 
 
-def _device(name: str | None) -> torch.device:
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise DinomixInputError(None, f"unknown device {name!r}.", "use 'cpu', 'cuda' or leave it unset.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DinomixInputError(None, "CUDA was asked for but no GPU is available.", "train on 'cpu'.")
-    return device
-
-
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
@@ -332,7 +321,7 @@ def run_train_job(spec: TrainJobSpec, callbacks: Sequence[Callback] = (), cancel
 def _train(spec: TrainJobSpec, emit: _Emitter, cancel: CancelToken, dist: DistContext | None,
            state: _TrainState) -> str:
     check_cancel(cancel, "starting")  # cancelled before the first event: no run is recorded
-    dist = dist or DistContext(device=_device(spec.device))
+    dist = dist or DistContext(device=resolve_device(spec.device, option="device"))
     state.main = dist.is_main
     project = state.project = Project.open(spec.project_dir)
     split = project_split(project, spec.validation_case)
@@ -529,7 +518,7 @@ def _predict(spec: PredictJobSpec, project: Project | None, emit: _Emitter, canc
         raise DinomixInputError(spec.image_path, "only a project case can be stored.",
                                 "predict the case by project_dir and case_id, or do not ask to store it.")
     check_cancel(cancel, "loading the model")
-    model = LoadedModel(spec.checkpoint, device=_device(spec.device), fast=spec.fast)
+    model = LoadedModel(spec.checkpoint, device=resolve_device(spec.device, option="device"), fast=spec.fast)
     run_id = None
     weights = None
     if spec.case_id is not None:
