@@ -18,7 +18,9 @@ is listed too. The volume: a synthetic 512 x 512 x 300 CT-like int16 volume (air
 ellipse of soft tissue with noise; liver-, spleen- and kidney-like blobs; a bone ring),
 0.8 x 0.8 x 1.5 mm. The student: ``unet3d`` (default width 16, depth 4, 14 classes, random
 seeded weights: memory and time do not depend on what it learned), window 64 x 128 x 128,
-overlap 0.5, 2 windows per batch, on the CPU.
+the product's inference settings (``engine/inference_settings.py``, recorded in the JSON), on
+the CPU. ``labels`` / ``labels_before``: the labels-only prediction of ``dinomix predict``,
+streamed slab by slab now, through one whole-volume accumulator before.
 """
 
 from __future__ import annotations
@@ -77,6 +79,30 @@ def full_volume_path(model, volume, *, class_weights=None):
     return labels, uncertainty, float(score), per_class
 
 
+def whole_volume_labels(model, volume):
+    """Labels the way ``predict_labels`` made them before streaming: one (C, Z, Y, X) float32
+    accumulator of weighted probabilities for the whole volume, then the argmax slab by slab.
+    (The old labels path kept no weight sums; the accumulator here has them, Z x Y x X float32
+    more, 0.3 GB at 300 x 512 x 512.)"""
+    import torch
+
+    from dinomix_core.engine.inferer import _accumulate, body_mask
+
+    hu = np.asarray(volume.array)
+    body = body_mask(hu)
+    acc = _accumulate(model.model, model.preprocess(hu), window=model.window, skip_mask=body, device=model.device,
+                      **model.inference.options())
+    zc, yc, xc = acc.crop
+    out = np.empty(hu.shape, np.uint8)
+    for z0 in range(0, hu.shape[0], 8):
+        z1 = min(z0 + 8, hu.shape[0])
+        out[z0:z1] = acc.scores[:, zc.start + z0 : zc.start + z1, yc, xc].argmax(dim=0).numpy()
+    out[~body] = 0
+    del acc
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return volume.with_array(out, source=None, modality="labels")
+
+
 def _status_kib(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -106,21 +132,32 @@ def child(mode: str, checkpoint: str, slices: int, size: int) -> dict:
                 "rss_before_predict_mib": round(rss_ready / 1024, 1),
                 "peak_rss_during_predict_mib": round(_status_kib("VmHWM") / 1024, 1),
                 "extra_mib": round((_status_kib("VmHWM") - rss_ready) / 1024, 1)}
+    if mode in ("labels", "labels_before"):  # what `dinomix predict` runs: labels only
+        labels = model.predict(volume, progress=progress) if mode == "labels" else whole_volume_labels(model, volume)
+        return {**_measured(mode, start, cpu0, rss_ready, windows),
+                "labels_checksum": int(labels.array.astype(np.int64).sum()), "torch_threads": torch.get_num_threads()}
     if mode == "before":
         # The old path had no progress hook of its own; count windows through the model.
         labels, unc, score, per_class = full_volume_path(model, volume)
     else:
         labels, unc, score, per_class = predict_with_uncertainty(model, volume, progress=progress)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
     return {
-        "mode": mode, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+        **_measured(mode, start, cpu0, rss_ready, windows),
+        "score": score, "per_class": {str(k): round(v, 5) for k, v in per_class.items()},
+        "labels_checksum": int(labels.array.astype(np.int64).sum()),
+        "uncertainty_mean": float(unc.astype(np.float64).mean()), "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _measured(mode: str, start: float, cpu0: float, rss_ready: int, windows: list) -> dict:
+    """Time, CPU time and peak RSS since ``start`` (the counter was reset at ``rss_ready``)."""
+    return {
+        "mode": mode, "seconds": round(time.perf_counter() - start, 2),
+        "cpu_seconds": round(time.process_time() - cpu0, 2),
         "rss_before_predict_mib": round(rss_ready / 1024, 1),
         "peak_rss_during_predict_mib": round(_status_kib("VmHWM") / 1024, 1),
         "peak_rss_process_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "windows_run": windows[-1][1] if windows else None,
-        "score": score, "per_class": {str(k): round(v, 5) for k, v in per_class.items()},
-        "labels_checksum": int(labels.array.astype(np.int64).sum()),
-        "uncertainty_mean": float(unc.astype(np.float64).mean()), "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -140,6 +177,12 @@ def write_checkpoint(path: Path, width: int, depth: int) -> None:
     save_checkpoint(path, kind=MODEL_KIND, meta=meta, tensors={"state_dict": student.state_dict()})
 
 
+def _settings() -> dict:
+    from dinomix_core.engine.inference_settings import inference_settings
+
+    return inference_settings(False).options()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=300)
@@ -147,7 +190,8 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--modes", default="before,after",
-                        help="before, after, and/or forward (one 2-window batch: the student's activation memory)")
+                        help="before, after (with uncertainty), labels_before, labels (labels only, as `dinomix predict`), "
+                             "and/or forward (one 2-window batch: the student's activation memory)")
     parser.add_argument("--out", type=Path, default=RESULTS / "predict_memory.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -181,7 +225,7 @@ def main(argv=None) -> int:
                      "slab-by-slab uncertainty (after)",
         "volume_shape_zyx": [args.slices, args.size, args.size], "volume_dtype": "int16",
         "volume_mib": round(volume_mib, 1),
-        "classes": NUM_CLASSES, "window": list(WINDOW), "overlap": 0.5, "sw_batch_size": 2,
+        "classes": NUM_CLASSES, "window": list(WINDOW), "inference_settings": _settings(),
         "network": {"name": "unet3d", "width": args.width, "depth": args.depth, "weights": "random, seed 0"},
         "runs": runs,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},

@@ -50,6 +50,23 @@ def seed_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def clean_up_table(doc: dict) -> str | None:
+    """Raw vs cleaned-up test scores per method (``postprocessing`` in the JSON), or None if absent."""
+    methods = {m: r for m, r in doc["methods"].items() if r.get("postprocessing")}
+    if not methods:
+        return None
+    head = ["method", "raw mean / tail / HD95", "clean-up as decided (auto)", "largest piece of every organ"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|"]
+
+    def cell(row):
+        return f"{_f(row['mean_dice'])} / {_f(row['tail_dice'])} / {_f(row['mean_hd95_mm'])}"
+
+    for name, row in methods.items():
+        pp = row["postprocessing"]
+        lines.append(f"| {name} | {cell(row)} | {cell(pp['auto'])} | {cell(pp['largest'])} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("result", type=Path, help="JSON written by `dinomix bench ssl`")
@@ -59,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     print(method_table(doc))
     print(f"\ntail classes: {', '.join(tail or [])}\n")
     print(seed_table(doc))
+    cleaned = clean_up_table(doc)
+    if cleaned:
+        print("\nmask clean-up (Dice %, HD95 mm):\n")
+        print(cleaned)
     return 0
 
 

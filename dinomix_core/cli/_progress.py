@@ -12,7 +12,8 @@ from dinomix_core.engine.events import CheckpointEvent, FinishedEvent, StageEven
 # Stages reported unit by unit: (bar label, unit). Loading counts cases; the others count
 # slices or windows of one case, so they get one bar per case.
 _BAR_STAGES = {"teacher-tokens": ("tokens", "slice"), "validating": ("validating", "window"),
-               "predicting": ("predicting", "window"), "loading": ("loading", "case")}
+               "predicting": ("predicting", "window"), "loading": ("loading", "case"),
+               "post-processing": ("choosing the mask clean-up", "window")}
 
 
 class ConsoleProgress:

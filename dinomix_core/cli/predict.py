@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fast", action="store_true",
                    help="a quick first look: less window overlap (see benchmarks/README.md section 3 for "
                         "the time saved and the Dice cost)")
+    p.add_argument("--postprocess", choices=("auto", "largest", "off"), default="auto",
+                   help="mask clean-up: auto = keep only the largest connected piece of the organs for which "
+                        "training measured that it helps (recorded in model.pt); largest = for every organ; "
+                        "off = the raw network output")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None)
     p.set_defaults(func=run)
 
@@ -48,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
     from dinomix_core.io.outputs import check_output_dir, check_output_file
 
     (check_output_dir if folder_mode else check_output_file)(dst, option="--output")
-    model = LoadedModel(args.checkpoint, device=resolve_device(args.device), fast=args.fast)
+    model = LoadedModel(args.checkpoint, device=resolve_device(args.device), fast=args.fast,
+                        postprocess=args.postprocess)
     if model.teacher_note.startswith("RANDOM TEACHER"):
         print(f"note: this model was trained with a random teacher ({model.teacher_note})", file=sys.stderr)
+    print(model.postprocess_note(), file=sys.stderr)
     if not folder_mode:
         from dinomix_core.engine.pipeline import predict_file
 

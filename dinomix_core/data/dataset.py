@@ -123,6 +123,31 @@ def load_nnunet_dataset(
     return cases, labelmap, meta
 
 
+def _spilled(folder: Path, name: str, array: np.ndarray) -> np.ndarray:
+    """``array`` written to ``folder/name.npy`` and memory-mapped back (see ``load_cases``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.npy"
+    np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+    return np.load(path, mmap_mode="c", allow_pickle=False)
+
+
+def remove_spilled(spill_dir: str | Path | None) -> None:
+    """Delete a ``spill_dir`` of :func:`load_cases` (safe while maps are open: Linux keeps the
+    pages until they are dropped; elsewhere a file still mapped is left for the next run)."""
+    if spill_dir is None:
+        return
+    folder = Path(spill_dir)
+    for path in folder.glob("*.npy"):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
 def _files(folder: Path, ending: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name.endswith(ending) and not p.name.startswith(".") and p.is_file())
 
@@ -244,6 +269,7 @@ def load_cases(
     token_progress: Callable[[str, int, int], None] | None = None,
     start_progress: Callable[[int, int, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    spill_dir: str | Path | None = None,
 ) -> list[LoadedCase]:
     """Read cases through ``dinomix_core.io`` and prepare them for training.
 
@@ -260,8 +286,15 @@ def load_cases(
     after each (with all slices done at once when the tokens were cached). ``cancel()`` is
     checked before every case, before its tokens and before every teacher batch: True raises
     :class:`~dinomix_core.engine.events.Cancelled`.
+
+    ``spill_dir``: write each prepared image and label there as ``.npy`` and keep only a
+    memory map of it (copy-on-write, so arrays stay writable in memory and the files are
+    never changed), so a project of many full-size CTs costs page cache, which the kernel can
+    reclaim, rather than process memory: only the case being read is ever wholly in RAM. The
+    caller removes the folder once training is over (:func:`remove_spilled`).
     """
     loaded: list[LoadedCase] = []
+    spill = None if spill_dir is None else Path(spill_dir)
     for number, spec in enumerate(specs, start=1):
         check_cancel(cancel, f"loading cases ({number - 1} of {len(specs)} read)")
         if start_progress is not None:
@@ -297,6 +330,9 @@ def load_cases(
             if report is not None and seen[0] != hu.shape[0]:  # found in the cache: report it done
                 report(hu.shape[0], hu.shape[0])
         image = student_intensity(hu, clip)
+        if spill is not None:
+            image = _spilled(spill, f"{number:05d}-image", image)
+            label = None if label is None else _spilled(spill, f"{number:05d}-label", label)
         loaded.append(
             LoadedCase(
                 case_id=spec.case_id,

@@ -135,6 +135,30 @@ def stream_probabilities(
     return state.classes
 
 
+def stream_labels(model: nn.Module, image: torch.Tensor | np.ndarray, *, window: int | Sequence[int],
+                  accumulate_dtype: torch.dtype = torch.float32, accumulate_device=None, **options) -> np.ndarray:
+    """Argmax labels (z, y, x voxels) of the blended probabilities, slab by slab.
+
+    Options are those of :func:`stream_probabilities`; the only full-size array is the uint8
+    result (uint16 above 256 classes). ``accumulate_dtype`` / ``accumulate_device`` belong to
+    the whole-volume accumulator of ``inferer.sliding_window_probs`` and are only checked
+    here: the rolling accumulator is float32 whatever they say, and never larger than one
+    window in z.
+    """
+    if accumulate_dtype not in (torch.float32, torch.float16, torch.float64):
+        raise ValueError(f"accumulate_dtype must be torch.float32, float16 or float64, got {accumulate_dtype}")
+    image = _inf._as_image(image)
+    out: list[np.ndarray] = []
+
+    def sink(z0: int, probs: torch.Tensor) -> None:
+        if not out:
+            out.append(np.empty(tuple(image.shape[1:]), dtype=_inf._label_dtype(probs.shape[0])))
+        out[0][z0 : z0 + probs.shape[1]] = probs.argmax(dim=0).numpy()
+
+    stream_probabilities(model, image, window=window, on_slab=sink, **options)
+    return out[0]
+
+
 class _Rolling:
     """The window-deep accumulator: rows of padded z in ``[base, base + depth)``."""
 

@@ -75,6 +75,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -82,7 +83,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from dinomix_core.data.dataset import LoadedCase, load_cases, resolve_target_spacing
+from dinomix_core.data.dataset import LoadedCase, load_cases, remove_spilled, resolve_target_spacing
 from dinomix_core.data.token_cache import TokenCache
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.distributed import DistContext
@@ -126,6 +127,7 @@ __all__ = [
     "torch_state_guard",
 ]
 
+SPILL_GROUPS = ("labeled", "unlabeled", "validation")  # sub-folders of a run's memory-mapped cases
 # Seed of a CUDA generator nobody has seeded (c10's default_rng_seed_val).
 _CUDA_DEFAULT_SEED = 67280421310721
 
@@ -146,6 +148,8 @@ class TrainJobSpec:
     while the job runs. ``cache_dir``: teacher-token cache (default: the project's cache).
     ``out_dir``: run folder (default: the project's ``runs/run-NNNN``). ``predict_first``: the
     unlabeled case predicted before the others (the one on screen: its overlay comes first).
+    ``fast_predictions``: store the unlabeled cases' predictions with the fast first-overlay
+    inference settings (``inference_settings.FAST``: windows touch instead of overlapping).
     """
 
     project_dir: str
@@ -160,6 +164,7 @@ class TrainJobSpec:
     cache_dir: str | None = None
     out_dir: str | None = None
     predict_first: str | None = None
+    fast_predictions: bool = False
 
 
 @dataclass
@@ -169,6 +174,7 @@ class PredictJobSpec:
     ``store``: keep the result as a ``model`` revision of the run that wrote ``checkpoint``
     (project case only). ``tta``: average over in-plane mirrored copies (4x the time).
     ``fast``: the fast-first-overlay settings (``inference_settings.FAST``: fewer windows).
+    ``postprocess``: mask clean-up, ``auto`` (what the checkpoint decided), ``largest`` or ``off``.
     """
 
     checkpoint: str
@@ -180,6 +186,7 @@ class PredictJobSpec:
     num_threads: int | None = None
     tta: bool = False
     fast: bool = False
+    postprocess: str = "auto"
 
 
 @dataclass
@@ -346,22 +353,31 @@ def _train(spec: TrainJobSpec, emit: _Emitter, cancel: CancelToken, dist: DistCo
 
     cached = teacher is not None and config.token_source == "cache"
     cache_dir = Path(spec.cache_dir) if spec.cache_dir else project.cache_dir / "tokens"
-    loaded_l, loaded_u, loaded_v, spacing = _load(split, config, teacher if cached else None,
-                                                  TokenCache(cache_dir) if cached else None, emit, cancel)
-    trainer = Trainer(
-        config, loaded_l, loaded_u, split.labelmap, out_dir=run_dir, teacher=info,
-        online_teacher=teacher if (teacher is not None and not cached) else None,
-        val_cases=loaded_v if split.held_out else loaded_l, callbacks=[emit], cancel=cancel, dist=dist,
-        val_held_out=split.held_out, announce_done=False, target_spacing=spacing,
-    )
-    result = trainer.fit(resume=previous is not None and (run_dir / "last.pt").is_file())
-    state.model_path = result.model_path
-    weights = class_weights([c.label for c in (*loaded_l, *loaded_v)], split.labelmap.num_classes)
-    del trainer, loaded_l, loaded_u, loaded_v, teacher  # free the volumes and tokens before predicting
+    # Cases and tokens are memory-mapped (spilled next to the run, removed when it ends), so a
+    # project of many full-size CTs does not have to fit in RAM.
+    spill = run_dir / f".cases-{os.getpid()}"
+    try:
+        loaded_l, loaded_u, loaded_v, spacing = _load(split, config, teacher if cached else None,
+                                                      TokenCache(cache_dir, mmap=True) if cached else None, emit,
+                                                      cancel, spill)
+        trainer = Trainer(
+            config, loaded_l, loaded_u, split.labelmap, out_dir=run_dir, teacher=info,
+            online_teacher=teacher if (teacher is not None and not cached) else None,
+            val_cases=loaded_v if split.held_out else loaded_l, callbacks=[emit], cancel=cancel, dist=dist,
+            val_held_out=split.held_out, announce_done=False, target_spacing=spacing,
+        )
+        result = trainer.fit(resume=previous is not None and (run_dir / "last.pt").is_file())
+        state.model_path = result.model_path
+        weights = class_weights([c.label for c in (*loaded_l, *loaded_v)], split.labelmap.num_classes)
+        del trainer, loaded_l, loaded_u, loaded_v, teacher  # free the volumes and tokens before predicting
+    finally:
+        for group in SPILL_GROUPS:
+            remove_spilled(spill / group)
+        remove_spilled(spill)
 
     stored = 0
     if dist.is_main and spec.predict_unlabeled and split.unlabeled:
-        model = LoadedModel(result.model_path, device=dist.device)
+        model = LoadedModel(result.model_path, device=dist.device, fast=spec.fast_predictions)
         skip = predicted_by(project, run_id) if previous is not None else set()
         stored = store_predictions(project, run_id, model, split.unlabeled, weights, emit, cancel, skip=skip,
                                    first=spec.predict_first)
@@ -417,24 +433,25 @@ def _run_dir(project: Project, run_id: int, out_dir: str | None, previous: Run |
 
 
 def _load(split: ProjectSplit, config: TrainConfig, teacher, cache: TokenCache | None, emit: _Emitter,
-          cancel: CancelToken) -> tuple[list[LoadedCase], list[LoadedCase], list[LoadedCase], tuple | None]:
+          cancel: CancelToken, spill: Path) -> tuple[list[LoadedCase], list[LoadedCase], list[LoadedCase], tuple | None]:
     """Read every case of the split (with teacher tokens where they are used), reporting per case.
 
     Returns the three groups and the target spacing (z, y, x mm) they were resampled to: the
-    config's, else the median of the labeled cases."""
+    config's, else the median of the labeled cases. Arrays are memory maps of files under
+    ``spill`` (one folder per group, :data:`SPILL_GROUPS`)."""
     unlabeled = split.unlabeled if config.uses_unlabeled else []
     total = len(split.labeled) + len(unlabeled) + len(split.validation)
     spacing = resolve_target_spacing(config.target_spacing, split.labeled)
     groups: list[list[LoadedCase]] = []
     offset = 0
-    for specs, tokens in ((split.labeled, True), (unlabeled, True), (split.validation, False)):
+    for group, specs, tokens in zip(SPILL_GROUPS, (split.labeled, unlabeled, split.validation), (True, True, False)):
         groups.append(load_cases(
             specs, labelmap=split.labelmap, teacher=teacher if tokens else None, cache=cache if tokens else None,
             window=tuple(config.teacher_window), stride=config.token_stride, clip=config.intensity_window,
             target_spacing=spacing,
             start_progress=lambda done, _total, cid, base=offset: emit(StageEvent("loading", cid, base + done, total)),
             token_progress=lambda cid, done, slices: emit(StageEvent("teacher-tokens", cid, done, slices)),
-            cancel=cancel,
+            cancel=cancel, spill_dir=spill / group,
         ))
         offset += len(specs)
     emit(StageEvent("loading", f"{total} case(s) loaded", total, total))
@@ -518,7 +535,8 @@ def _predict(spec: PredictJobSpec, project: Project | None, emit: _Emitter, canc
         raise DinomixInputError(spec.image_path, "only a project case can be stored.",
                                 "predict the case by project_dir and case_id, or do not ask to store it.")
     check_cancel(cancel, "loading the model")
-    model = LoadedModel(spec.checkpoint, device=resolve_device(spec.device, option="device"), fast=spec.fast)
+    model = LoadedModel(spec.checkpoint, device=resolve_device(spec.device, option="device"), fast=spec.fast,
+                        postprocess=spec.postprocess)
     run_id = None
     weights = None
     if spec.case_id is not None:

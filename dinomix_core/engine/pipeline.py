@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from dinomix_core.data.dataset import CaseSpec, load_cases, load_nnunet_dataset, resolve_target_spacing, select_labeled
+from dinomix_core.data.dataset import (CaseSpec, load_cases, load_nnunet_dataset, remove_spilled, resolve_target_spacing,
+                                        select_labeled)
 from dinomix_core.data.geometry import CANONICAL_ORIENTATION
 from dinomix_core.data.preprocess import student_intensity
 from dinomix_core.data.token_cache import TokenCache
@@ -27,6 +28,7 @@ from dinomix_core.engine._regrid import needs_regrid, predict_labels_regridded, 
 from dinomix_core.engine._uncertainty import predict_with_uncertainty_bounded
 from dinomix_core.engine.inference_settings import inference_settings
 from dinomix_core.engine.inferer import body_mask, predict_volume
+from dinomix_core.engine.postprocess import PostProcessing, classes_for, keep_largest_component
 from dinomix_core.engine.trainer import TeacherInfo, Trainer, TrainResult
 from dinomix_core.io import LabelMap, Volume, read_volume, write_labels
 from dinomix_core.io.errors import DinomixInputError
@@ -93,34 +95,41 @@ def train_on_specs(
     if teacher is not None:
         info = TeacherInfo(teacher_id=teacher.teacher_id, is_random=bool(teacher.is_random), embed_dim=int(teacher.embed_dim))
     cached = teacher is not None and config.token_source == "cache"
-    cache = TokenCache(cache_dir if cache_dir is not None else default_cache_dir()) if cached else None
+    cache = TokenCache(cache_dir if cache_dir is not None else default_cache_dir(), mmap=True) if cached else None
     spacing = resolve_target_spacing(config.target_spacing, labeled)
+    # Cases are memory-mapped from files next to the run (removed when it ends): a data set of
+    # many full-size CTs costs page cache, not process memory (``load_cases``' ``spill_dir``).
+    spill = out_dir / f".cases-{os.getpid()}"
 
-    def load(specs, what):
+    def load(specs, what, group, **tokens):
         emit_all(callbacks, StageEvent("loading", f"{len(specs)} {what} cases"))
         return load_cases(
-            specs, labelmap=labelmap, teacher=teacher if cached else None, cache=cache,
-            window=tuple(config.teacher_window), stride=config.token_stride, clip=config.intensity_window,
-            target_spacing=spacing,
+            specs, labelmap=labelmap, window=tuple(config.teacher_window), stride=config.token_stride,
+            clip=config.intensity_window, target_spacing=spacing,
             start_progress=lambda done, total, cid: emit_all(callbacks, StageEvent("loading", cid, done, total)),
             token_progress=lambda cid, done, total: emit_all(callbacks, StageEvent("teacher-tokens", cid, done, total)),
-            cancel=cancel,
+            cancel=cancel, spill_dir=spill / group, **tokens,
         )
 
     unl_specs = [replace(s, label_path=None) for s in unlabeled] if config.uses_unlabeled else []
+    with_tokens = {"teacher": teacher if cached else None, "cache": cache}
     try:
-        loaded_l = load(labeled, "labeled")
-        loaded_u = load(unl_specs, "unlabeled")
-        loaded_v = load_cases(val, labelmap=labelmap, clip=config.intensity_window, target_spacing=spacing,
-                              cancel=cancel) if val else []
-    except Cancelled as exc:
-        raise TrainingCancelled(f"{exc}; nothing trained yet") from None
-    trainer = Trainer(
-        config, loaded_l, loaded_u, labelmap, out_dir=out_dir, teacher=info,
-        online_teacher=teacher if (teacher is not None and not cached) else None,
-        val_cases=loaded_v, callbacks=callbacks, cancel=cancel, dist=dist, target_spacing=spacing,
-    )
-    return trainer.fit(resume=resume)
+        try:
+            loaded_l = load(labeled, "labeled", "labeled", **with_tokens)
+            loaded_u = load(unl_specs, "unlabeled", "unlabeled", **with_tokens)
+            loaded_v = load(val, "validation", "validation") if val else []
+        except Cancelled as exc:
+            raise TrainingCancelled(f"{exc}; nothing trained yet") from None
+        trainer = Trainer(
+            config, loaded_l, loaded_u, labelmap, out_dir=out_dir, teacher=info,
+            online_teacher=teacher if (teacher is not None and not cached) else None,
+            val_cases=loaded_v, callbacks=callbacks, cancel=cancel, dist=dist, target_spacing=spacing,
+        )
+        return trainer.fit(resume=resume)
+    finally:
+        for group in ("labeled", "unlabeled", "validation"):
+            remove_spilled(spill / group)
+        remove_spilled(spill)
 
 
 def train_on_dataset(
@@ -154,7 +163,10 @@ def train_on_dataset(
 class LoadedModel:
     """A trained student with what it needs to predict: class map and preprocessing."""
 
-    def __init__(self, path: str | Path, device: torch.device | str | None = None, *, fast: bool = False):
+    def __init__(self, path: str | Path, device: torch.device | str | None = None, *, fast: bool = False,
+                 postprocess: str = "auto"):
+        """``postprocess``: ``auto`` (the per-class clean-up ``model.pt`` records), ``largest``
+        (largest component of every organ) or ``off`` (raw argmax); see ``engine/postprocess.py``."""
         meta, payload = load_checkpoint(path, kind=MODEL_KIND)
         # Overlap, batch, precision, layout, compilation: engine/inference_settings.py (measured).
         self.inference = inference_settings(fast)
@@ -172,6 +184,23 @@ class LoadedModel:
         spacing = meta["preprocessing"].get("spacing_zyx")
         self.target_spacing = None if spacing is None else tuple(float(v) for v in spacing)
         self.reorient = meta["preprocessing"].get("orientation") == CANONICAL_ORIENTATION
+        self.postprocessing = PostProcessing.from_dict(meta.get("postprocessing"))
+        self.clean_classes = classes_for(postprocess, self.postprocessing, self.labelmap.num_classes)
+
+    def postprocess_note(self) -> str:
+        """What clean-up this model applies, in one line."""
+        names = dict(enumerate(self.labelmap.names))
+        if not self.clean_classes:
+            return "mask clean-up: off" if self.postprocessing.decided_on else self.postprocessing.summary(names)
+        if tuple(self.clean_classes) == tuple(self.postprocessing.keep_largest):
+            return self.postprocessing.summary(names)
+        return f"mask clean-up: largest component kept for every organ ({len(self.clean_classes)} classes)"
+
+    def clean(self, labels: Volume) -> Volume:
+        """``labels`` with the clean-up applied in place (a no-op when none is chosen)."""
+        if self.clean_classes:
+            keep_largest_component(labels.array, self.clean_classes)
+        return labels
 
     @property
     def teacher_note(self) -> str:
@@ -190,14 +219,19 @@ class LoadedModel:
         come back to ``volume``'s grid before the argmax (``engine/_regrid.py``).
         """
         if needs_regrid(self, volume):
-            return predict_labels_regridded(self, volume, tta=tta, progress=progress, cancel=cancel,
-                                            return_probs=return_probs, skip_mask=skip_mask)
-        options = {} if skip_mask is None else {"skip_mask": skip_mask, "skip_outside_body": False}
-        return predict_volume(
-            self.model, volume, preprocess=self.preprocess, window=self.window, **self.inference.options(),
-            device=self.device, tta_flips=(1, 2) if tta else (), progress=progress,
-            cancel=cancel, return_probs=return_probs, **options,
-        )
+            out = predict_labels_regridded(self, volume, tta=tta, progress=progress, cancel=cancel,
+                                           return_probs=return_probs, skip_mask=skip_mask)
+        else:
+            options = {} if skip_mask is None else {"skip_mask": skip_mask, "skip_outside_body": False}
+            out = predict_volume(
+                self.model, volume, preprocess=self.preprocess, window=self.window, **self.inference.options(),
+                device=self.device, tta_flips=(1, 2) if tta else (), progress=progress,
+                cancel=cancel, return_probs=return_probs, **options,
+            )
+        # Clean-up on the labels only: probabilities stay the network's own.
+        if return_probs:
+            return self.clean(out[0]), out[1]
+        return self.clean(out)
 
 
 def voxel_uncertainty(probs: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -229,12 +263,15 @@ def predict_with_uncertainty(model: LoadedModel, volume: Volume, *, class_weight
     ``InferenceCancelled`` between window batches.
     """
     if needs_regrid(model, volume):  # on the model's grid, back to volume's (engine/_regrid.py)
-        return predict_with_uncertainty_regridded(model, volume, class_weights=class_weights, tta=tta,
-                                                  progress=progress, cancel=cancel)
-    # Bounded memory: z-slabs are reduced to labels/entropy as windows finish (engine/_uncertainty.py).
-    return predict_with_uncertainty_bounded(
-        model.model, volume, preprocess=model.preprocess, window=model.window, class_weights=class_weights,
-        tta=tta, **model.inference.options(), device=model.device, progress=progress, cancel=cancel)
+        labels, *rest = predict_with_uncertainty_regridded(model, volume, class_weights=class_weights, tta=tta,
+                                                           progress=progress, cancel=cancel)
+    else:
+        # Bounded memory: z-slabs are reduced to labels/entropy as windows finish (engine/_uncertainty.py).
+        labels, *rest = predict_with_uncertainty_bounded(
+            model.model, volume, preprocess=model.preprocess, window=model.window, class_weights=class_weights,
+            tta=tta, **model.inference.options(), device=model.device, progress=progress, cancel=cancel)
+    # The uncertainty stays the network's own: an island the clean-up removes was still uncertain.
+    return (model.clean(labels), *rest)
 
 
 def predict_file(model: LoadedModel, input_path: str | Path, output_path: str | Path, *, tta: bool = False, progress=None) -> Volume:

@@ -35,6 +35,7 @@ from dinomix_core.engine.events import (
     emit_all,
 )
 from dinomix_core.engine.metrics import evaluate_arrays
+from dinomix_core.engine.postprocess import PostProcessing, decide as decide_postprocessing
 from dinomix_core.engine.inferer import InferenceCancelled, predict_labels
 from dinomix_core.engine.objective import Objective, StudentWithHead
 from dinomix_core.engine.schedules import learning_rate
@@ -45,6 +46,7 @@ from dinomix_core.models import create_student
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 BUDGET_PROBE_STEPS = 10  # steps timed before a time budget fixes the step count
 BUDGET_MAX_STEPS = 10**9  # loop bound while the budget may still change the count
+POSTPROCESS_MAX_CASES = 4  # labeled cases predicted to decide the mask clean-up when there is no validation
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -110,6 +112,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.teacher = teacher or TeacherInfo()
         self.online_teacher = online_teacher
+        self.labeled = list(labeled)  # also predicted to decide the mask clean-up when there is no validation
         self.val_cases = list(val_cases)
         self.val_held_out = bool(val_held_out)
         self.announce_done = bool(announce_done)
@@ -179,6 +182,8 @@ class Trainer:
         self.history: list[dict] = []
         self.start_step = 0
         self.validation: dict | None = None
+        self._val_predictions: tuple | None = None  # (preds, gts, spacings) of the last validation
+        self.postprocessing = PostProcessing()
 
     # ---- public ----------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> TrainResult:
@@ -218,6 +223,7 @@ class Trainer:
         done = cfg.steps
         if self.val_cases:
             self._validate_or_stop(done)
+        self._decide_postprocessing_or_stop(done)
         state_path = self._save_state(done)
         model_path = self.save_model(self.out_dir / "model.pt", done)
         run_json = self._write_run_json(done, time.perf_counter() - tic)
@@ -274,6 +280,7 @@ class Trainer:
                 spacings.append(case.spacing_zyx)
         finally:
             self.model.train()
+        self._val_predictions = (preds, gts, spacings)
         case_ids = [c.case_id for c in self.val_cases]
         report = evaluate_arrays(preds, gts, spacings, self.labelmap.num_classes, class_names=self.labelmap.names,
                                  case_ids=case_ids)
@@ -282,6 +289,40 @@ class Trainer:
         self._emit(ValidationEvent(step, per_class, report.get("mean_dice"), report.get("tail_dice"),
                                    cases=tuple(case_ids), held_out=self.val_held_out))
         return self.validation
+
+    def _decide_postprocessing_or_stop(self, step: int) -> None:
+        """Decide the per-class mask clean-up (``engine/postprocess.py``) for ``model.pt``.
+
+        On the last validation's predictions; without validation cases, on up to
+        ``POSTPROCESS_MAX_CASES`` labeled cases predicted now (their labels were trained on,
+        which the record says). A cancel here keeps the state at ``step``, like validation.
+        """
+        if self._val_predictions is not None:
+            preds, gts, spacings = self._val_predictions
+            where = "held-out validation cases" if self.val_held_out else "labeled training cases"
+        else:
+            cases = self.labeled[:POSTPROCESS_MAX_CASES]
+            self.model.eval()
+            try:
+                preds = []
+                for case in cases:
+                    def progress(done, total, cid=case.case_id):
+                        self._emit(StageEvent("post-processing", cid, done, total))
+
+                    preds.append(self.predict_array(case.image, progress=progress, cancel=self.cancel))
+            except InferenceCancelled:
+                self._save_state(step)
+                raise TrainingCancelled(f"cancelled while deciding the mask clean-up at step {step}; "
+                                        "resume with --resume") from None
+            finally:
+                self.model.train()
+            gts, spacings = [c.label for c in cases], [c.spacing_zyx for c in cases]
+            where = "labeled training cases"
+        names = dict(enumerate(self.labelmap.names))
+        self.postprocessing = decide_postprocessing(preds, gts, spacings, self.labelmap.num_classes,
+                                                    decided_on=where, names=names)
+        self._val_predictions = None  # the volumes are not needed any more
+        self._emit(StageEvent("post-processing", self.postprocessing.summary(names)))
 
     def predict_array(self, image: np.ndarray, *, progress=None, cancel=None) -> np.ndarray:
         """Labels (z, y, x) for a preprocessed [0, 1] image, sliding window at the patch size."""
@@ -293,7 +334,8 @@ class Trainer:
     def save_model(self, path: Path, step: int) -> Path:
         if not self.dist.is_main:
             return path
-        meta = model_meta(self.cfg, self.student, self.labelmap, self.teacher, step, spacing_zyx=self.target_spacing)
+        meta = model_meta(self.cfg, self.student, self.labelmap, self.teacher, step, spacing_zyx=self.target_spacing,
+                          postprocessing=self.postprocessing)
         save_checkpoint(path, kind=MODEL_KIND, meta=meta, tensors={"state_dict": _cpu_state(self.student)})
         return path
 
@@ -380,13 +422,14 @@ class Trainer:
                 "classes": self.labelmap.names,
                 "history": self.history,
                 "validation": self.validation,
+                "postprocessing": self.postprocessing.to_dict(),
             }
             atomic_write_text(path, json.dumps(doc, indent=1, default=str))
         return path
 
 
 def model_meta(cfg: TrainConfig, student, labelmap: LabelMap, teacher: TeacherInfo, step: int, *,
-               spacing_zyx: Sequence[float] | None = None) -> dict:
+               spacing_zyx: Sequence[float] | None = None, postprocessing: PostProcessing | None = None) -> dict:
     """What ``model.pt`` records. ``preprocessing.spacing_zyx`` (mm) and ``orientation`` tell
     inference which grid the student was trained on (absent in checkpoints from before them:
     such a model predicts on the input's own grid)."""
@@ -402,6 +445,7 @@ def model_meta(cfg: TrainConfig, student, labelmap: LabelMap, teacher: TeacherIn
         "steps": step,
         "teacher": vars(teacher),
         "teacher_note": _teacher_note(teacher, cfg),
+        "postprocessing": (postprocessing or PostProcessing()).to_dict(),
     }
 
 

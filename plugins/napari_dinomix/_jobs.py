@@ -30,8 +30,9 @@ PREDICT_TARGET = "napari_dinomix._job_targets:predict_cases"
 # recipe (dinomix_core/engine/presets.py, the one `dinomix demo` trains), at the step count
 # sized for a first overlay on a phantom-sized CT within about two minutes on 2 CPU cores,
 # validating every 50 steps; "Standard" is the engine default.
+QUICK_PRESET = "Quick first model"
 PRESETS: dict[str, dict] = {
-    "Quick first model": preset_fields("quick", steps=QUICK_FIRST_OVERLAY_STEPS, val_every=50),
+    QUICK_PRESET: preset_fields("quick", steps=QUICK_FIRST_OVERLAY_STEPS, val_every=50),
     "Standard": dict(student="unet3d", student_width=16, student_depth=4, patch_size=(64, 128, 128),
                      steps=1000, optimizer="sgd", lr=0.03),
 }
@@ -120,6 +121,8 @@ class JobsController(QObject):
             teacher_overrides=request.teacher_overrides, resume=resume, validation_case=request.validation_case,
             predict_unlabeled=True, device=request.device, num_threads=request.num_threads,
             predict_first=session.case_id,  # the case on screen gets its overlay first
+            # A quick first model is about a first look: its overlays use the fast inference settings.
+            fast_predictions=request.preset == QUICK_PRESET,
         )
         self.last_request = request
         self.run_id = None
@@ -161,6 +164,8 @@ class JobsController(QObject):
             self.stage.emit(event)
             if event.stage in ("loading", "teacher-tokens", "predicting", "validating") and event.done == 0:
                 self.log.emit(f"{event.stage}: {event.message}")
+            elif event.stage == "post-processing" and not event.total:
+                self.log.emit(event.message)  # which organs keep only their largest piece, and why
         elif isinstance(event, CheckpointEvent):
             self.checkpoint.emit(event)
         elif isinstance(event, PredictionStoredEvent):
@@ -213,7 +218,9 @@ class JobsController(QObject):
                 return run.id, run.checkpoint
         return None, None
 
-    def predict(self, case_ids: list[str], *, device: str = "cpu", num_threads: int | None = None) -> bool:
+    def predict(self, case_ids: list[str], *, device: str = "cpu", num_threads: int | None = None,
+                postprocess: str = "auto") -> bool:
+        """Predict ``case_ids`` in the background; ``postprocess`` as ``dinomix predict --postprocess``."""
         session = self.session
         if session.project is None:
             session.message.emit("warning", "Open a project first.")
@@ -229,7 +236,7 @@ class JobsController(QObject):
             session.message.emit("info", "Nothing to predict.")
             return False
         specs = [PredictJobSpec(checkpoint=str(checkpoint), project_dir=str(session.root), case_id=c, store=True,
-                                device=device, num_threads=num_threads) for c in case_ids]
+                                device=device, num_threads=num_threads, postprocess=postprocess) for c in case_ids]
         worker = JobWorker(PREDICT_TARGET, specs, num_threads=num_threads, parent=self)
         worker.event.connect(self._on_predict_event)
         worker.finished.connect(self._on_predict_finished)

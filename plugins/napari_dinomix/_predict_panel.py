@@ -29,6 +29,11 @@ class PredictPanel(QWidget):
         layout.addWidget(self.status)
         self.show_uncertainty = QCheckBox("Show uncertainty overlay")
         layout.addWidget(self.show_uncertainty)
+        self.clean_up = QCheckBox("Clean up masks (drop stray islands)")
+        self.clean_up.setChecked(True)
+        self.clean_up.setToolTip("Keep only the largest connected piece of each organ for which training measured "
+                                 "that this helps (the model records which). Untick to see the raw network output.")
+        layout.addWidget(self.clean_up)
         row = QHBoxLayout()
         self.accept_button = QPushButton("Accept as label")
         self.accept_button.setToolTip("Save the (corrected) labels as a final human label: the case becomes labeled")
@@ -65,7 +70,7 @@ class PredictPanel(QWidget):
             self.session.message.emit("warning", "Open a case first.")
             return False
         self.session.flush_edits()
-        started = self.jobs.predict([self.session.case_id], device=self.device)
+        started = self.jobs.predict([self.session.case_id], device=self.device, postprocess=self._postprocess())
         self._set_running(started)
         return started
 
@@ -73,9 +78,12 @@ class PredictPanel(QWidget):
         if self.session.project is None:
             return False
         cases = [r.case_id for r in self.session.case_rows() if r.status in ("unlabeled", "predicted") and r.image == "ok"]
-        started = self.jobs.predict(cases, device=self.device)
+        started = self.jobs.predict(cases, device=self.device, postprocess=self._postprocess())
         self._set_running(started)
         return started
+
+    def _postprocess(self) -> str:
+        return "auto" if self.clean_up.isChecked() else "off"
 
     def _on_progress(self, done: int, total: int, what: str) -> None:
         self.progress.setRange(0, max(total, 1))

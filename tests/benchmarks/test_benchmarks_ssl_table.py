@@ -33,3 +33,16 @@ def test_seed_table_lists_each_seed(result, capsys):
     row = seed_table(doc).splitlines()[2]
     assert row == "| supervised | " + " | ".join(f"{r['mean_dice']:.1f} / {r['tail_dice']:.1f}" for r in runs) + " |"
     assert main([str(result)]) == 0 and "tail classes:" in capsys.readouterr().out
+
+
+def test_clean_up_table_compares_raw_and_cleaned_scores(result, capsys):
+    from benchmarks.ssl_table import clean_up_table
+
+    doc = json.loads(result.read_text())
+    row = doc["methods"]["supervised"]
+    assert row["postprocessing"]["auto"]["mean_dice"] is not None
+    assert len(row["postprocessing"]["kept_largest"]) == 2  # one decision per seed
+    table = clean_up_table(doc)
+    assert table.count("\n") == 2 and "| supervised |" in table
+    main([str(result)])
+    assert "mask clean-up" in capsys.readouterr().out

@@ -25,6 +25,16 @@ def test_ssl_benchmark_compares_methods_on_the_same_cases(tmp_path):
     for row in saved["methods"].values():
         assert 0.0 <= row["mean_dice"] <= 100.0 and "per_class" in row
     assert len(lines) == 2 and doc["protocol"]["steps"] == 2
+    # The clean-up is scored from the same raw predictions: it only ever removes voxels.
+    from dinomix_core.io import read_labels
+
+    run_dir = tmp_path / "runs" / "dinomix-seed0"
+    for cleaned in (run_dir / "predictions_largest").glob("*.nii.gz"):
+        raw = read_labels(run_dir / "predictions" / cleaned.name).array
+        kept = read_labels(cleaned).array
+        assert ((kept == raw) | (kept == 0)).all() and (kept > 0).sum() <= (raw > 0).sum()
+    decision = saved["runs"]["dinomix"][0]["postprocessing"]["decision"]
+    assert decision["decided_on"] == "labeled training cases" and decision["cases"] == 1
 
 
 def test_step_cost_reports_both_ratios(tmp_path):

@@ -43,6 +43,22 @@ def test_train_then_predict(data, tmp_path, capsys):
     # A folder of CT files predicts every case, named by case id.
     assert main(["predict", "--checkpoint", str(run / "model.pt"), "--input", str(data / "imagesTr"), "--output", str(tmp_path / "all")]) == 0
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [f"phantom_00{i}.nii.gz" for i in range(4)]
+    # Mask clean-up: the decision is in model.pt; --postprocess switches it, and predict says what it does.
+    assert doc["postprocessing"]["decided_on"] == "labeled training cases"
+    capsys.readouterr()
+    outputs = {}
+    for mode in ("off", "largest", "auto"):
+        out = tmp_path / f"p-{mode}.nii.gz"
+        assert main(["predict", "--checkpoint", str(run / "model.pt"), "--input", str(image), "--output", str(out),
+                     "--postprocess", mode]) == 0
+        outputs[mode] = read_labels(out, reference=ref).array
+        assert "mask clean-up" in capsys.readouterr().err
+    raw = outputs["off"]
+    for mode in ("largest", "auto"):
+        assert ((outputs[mode] == raw) | (outputs[mode] == 0)).all()  # only islands removed, nothing added
+    with pytest.raises(SystemExit):
+        main(["predict", "--checkpoint", str(run / "model.pt"), "--input", str(image), "--output", str(out),
+              "--postprocess", "biggest"])
 
 
 def test_hard_kill_mid_run_then_resume_matches_an_uninterrupted_run(data, tmp_path):

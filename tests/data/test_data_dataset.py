@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from _data_fakes import CountingTeacher, synthetic_ct
-from dinomix_core.data.dataset import CaseSpec, load_cases, load_nnunet_dataset, select_labeled
+from dinomix_core.data.dataset import CaseSpec, load_cases, load_nnunet_dataset, remove_spilled, select_labeled
 from dinomix_core.data.token_cache import TokenCache
 from dinomix_core.io.errors import DinomixInputError
 
@@ -167,6 +167,26 @@ def test_load_cases_with_tokens_and_cache(tmp_path):
     np.testing.assert_array_equal(again[0].tokens, first.tokens)
     plain = load_cases(labeled, labelmap=labelmap)
     assert plain[0].tokens is None
+
+
+def test_spilled_cases_are_memory_maps_of_the_same_arrays_and_are_removed(tmp_path):
+    cases, labelmap, _ = load_nnunet_dataset(_dataset(tmp_path / "ds"))
+    in_memory = load_cases(cases, labelmap=labelmap)
+    spill = tmp_path / "run" / ".cases"
+    mapped = load_cases(cases, labelmap=labelmap, spill_dir=spill)
+    for a, b in zip(in_memory, mapped):
+        assert isinstance(b.image, np.memmap) and isinstance(b.label, np.memmap)
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.label, b.label)
+        assert b.volume.array is b.image and b.volume.same_grid(a.volume)
+        assert b.image.flags.writeable  # copy-on-write: in-place work never reaches the file
+    before = np.load(sorted(spill.glob("*-image.npy"))[0]).copy()
+    mapped[0].image[:] = 0.5
+    np.testing.assert_array_equal(np.load(sorted(spill.glob("*-image.npy"))[0]), before)
+    assert len(list(spill.glob("*.npy"))) == 6  # 3 images, 3 labels
+    remove_spilled(spill)
+    assert not spill.exists()
+    np.testing.assert_array_equal(mapped[1].label, in_memory[1].label)  # maps outlive the files (Linux)
 
 
 def test_load_cases_validates_geometry_and_values(tmp_path):

@@ -134,3 +134,27 @@ def test_student_noise_perturbs_only_the_unlabeled_view_and_is_reproducible(phan
     assert noisy.history[0]["unl"] != pytest.approx(clean.history[0]["unl"], rel=1e-6)
     # ... and the noise comes from the step's seed, so a rerun is identical.
     assert [h["total"] for h in again.history] == [h["total"] for h in noisy.history]
+
+
+def test_training_reads_memory_mapped_cases_and_removes_them_after(phantom_dir, tmp_path, monkeypatch):
+    """Cases are spilled next to the run and memory-mapped (bounded RAM for many full-size CTs);
+    the files are gone when the run ends, whether it completed or was cancelled."""
+    from dinomix_core.engine import pipeline
+
+    seen = []
+    real = pipeline.Trainer
+
+    def recording(config, labeled, unlabeled, *args, **kwargs):
+        seen.append([type(c.image) for c in (*labeled, *unlabeled)] + [type(c.label) for c in labeled])
+        return real(config, labeled, unlabeled, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "Trainer", recording)
+    result = _train(phantom_dir, tmp_path / "run", "mean-teacher", 2)
+    assert seen and all(t is np.memmap for t in seen[0])
+    assert not list((tmp_path / "run").glob(".cases-*"))
+    assert result.model_path.exists()
+    cancel = CancelToken()
+    cancel.cancel()
+    with pytest.raises(TrainingCancelled):
+        _train(phantom_dir, tmp_path / "cancelled", "supervised", 2, cancel=cancel)
+    assert not list((tmp_path / "cancelled").glob(".cases-*"))

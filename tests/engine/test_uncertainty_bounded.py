@@ -124,3 +124,35 @@ def test_all_air_and_cancel():
     with pytest.raises(InferenceCancelled):
         predict_with_uncertainty_bounded(net, ct(), preprocess=preprocess, window=(8, 16, 16), device="cpu",
                                          cancel=lambda: True)
+
+
+def test_labels_only_prediction_streams_too(monkeypatch):
+    """`dinomix predict` (labels only): the argmax of the full probabilities, with no tensor as
+    deep as the volume: the whole-volume accumulator is never built."""
+    from dinomix_core.engine import inferer
+
+    net, window = SmallConv(), (8, 16, 16)
+    volume = ct((60, 40, 44))
+    body = body_mask(np.asarray(volume.array))
+    reference = sliding_window_probs(net, preprocess(volume.array), window=window, overlap=0.5, sw_batch_size=2,
+                                     device="cpu", skip_mask=body).argmax(0).numpy()
+    reference[~body] = 0
+
+    def refuse(*a, **k):
+        raise AssertionError("the whole-volume accumulator was built")
+
+    monkeypatch.setattr(inferer, "_accumulate", refuse)
+    deepest = []
+    real_zeros = torch.zeros
+
+    def zeros(*shape, **kw):
+        out = real_zeros(*shape, **kw)
+        deepest.append(out.shape[-3] if out.dim() >= 3 else 0)
+        return out
+
+    monkeypatch.setattr(torch, "zeros", zeros)
+    labels = predict_volume(net, volume, preprocess=preprocess, window=window, overlap=0.5, sw_batch_size=2,
+                            device="cpu")
+    assert labels.array.dtype == np.uint8 and labels.same_grid(volume)
+    assert (labels.array == reference).mean() > 0.999  # equal but for float-rounding ties
+    assert max(deepest) <= window[0]

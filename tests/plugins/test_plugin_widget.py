@@ -199,3 +199,40 @@ def test_a_prediction_stored_mid_run_is_shown_at_once_for_the_open_case_only(wid
     run, revision, _ = _store_model_prediction(root, unlabeled[0], 9)
     w.jobs.prediction_stored.emit(PredictionStoredEvent(unlabeled[0], revision, 0.5, run))
     assert np.array_equal(np.asarray(session.labels_layer.data), painted)
+
+
+def test_clean_up_checkbox_decides_the_prediction_jobs_postprocessing(widget, monkeypatch):
+    """Ticked (the default): the checkpoint's per-organ clean-up; unticked: the raw network output."""
+    from napari_dinomix._worker import JobWorker
+
+    viewer, w, root = widget
+    started = []
+    monkeypatch.setattr(JobWorker, "start", lambda self: started.append(self._spec))  # the specs, no process
+    checkpoint = root / "model.pt"
+    checkpoint.write_bytes(b"")
+    monkeypatch.setattr(w.jobs, "latest_checkpoint", lambda: (1, checkpoint))
+    case = next(r.case_id for r in w.session.case_rows() if r.status == "unlabeled")
+    w.session.open_case(case)
+    assert w.predict_panel.clean_up.isChecked()
+    assert w.predict_panel.predict_current()
+    assert [s.postprocess for s in started[-1]] == ["auto"] and started[-1][0].case_id == case
+    w.jobs.predict_worker = None
+    w.predict_panel.clean_up.setChecked(False)
+    assert w.predict_panel.predict_unlabeled()
+    assert started[-1] and {s.postprocess for s in started[-1]} == {"off"}
+    w.jobs.predict_worker = None
+
+
+def test_a_quick_first_model_stores_fast_first_overlays(widget, monkeypatch):
+    """The Quick preset is about a first look: its stored predictions use the fast inference settings."""
+    from napari_dinomix._jobs import TrainRequest
+    from napari_dinomix._worker import JobWorker
+
+    viewer, w, root = widget
+    specs = []
+    monkeypatch.setattr(JobWorker, "start", lambda self: specs.append(self._spec))  # the spec, no process
+    for preset in ("Quick first model", "Standard"):
+        assert w.jobs.start_training(TrainRequest(preset=preset))
+        w.jobs.train_worker = None
+        w.jobs._set_state("idle")
+    assert [s.fast_predictions for s in specs] == [True, False]
