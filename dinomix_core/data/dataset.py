@@ -8,6 +8,7 @@ arrays training needs: the student image, the label, and the cached teacher toke
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -131,12 +132,42 @@ def _spilled(folder: Path, name: str, array: np.ndarray) -> np.ndarray:
     return np.load(path, mmap_mode="c", allow_pickle=False)
 
 
+SPILL_GROUPS = ("labeled", "unlabeled", "validation")  # sub-folders of a run's spilled cases
+
+
+def spill_folder(run_dir: str | Path) -> Path:
+    """Where this process spills a run's cases: ``run_dir/.cases-PID``.
+
+    Folders left by a process that no longer runs (killed with SIGKILL, out of memory) are
+    removed first, so a crashed run does not leave gigabytes behind.
+    """
+    run_dir = Path(run_dir)
+    for old in run_dir.glob(".cases-*"):
+        pid = old.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            remove_spilled(old)
+    return run_dir / f".cases-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def remove_spilled(spill_dir: str | Path | None) -> None:
     """Delete a ``spill_dir`` of :func:`load_cases` (safe while maps are open: Linux keeps the
     pages until they are dropped; elsewhere a file still mapped is left for the next run)."""
     if spill_dir is None:
         return
     folder = Path(spill_dir)
+    for group in SPILL_GROUPS:
+        if (folder / group).is_dir():
+            remove_spilled(folder / group)
     for path in folder.glob("*.npy"):
         try:
             path.unlink()

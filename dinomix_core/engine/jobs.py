@@ -75,7 +75,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -83,7 +82,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from dinomix_core.data.dataset import LoadedCase, load_cases, remove_spilled, resolve_target_spacing
+from dinomix_core.data.dataset import (SPILL_GROUPS, LoadedCase, load_cases, remove_spilled, resolve_target_spacing,
+                                        spill_folder)
 from dinomix_core.data.token_cache import TokenCache
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.distributed import DistContext
@@ -127,7 +127,6 @@ __all__ = [
     "torch_state_guard",
 ]
 
-SPILL_GROUPS = ("labeled", "unlabeled", "validation")  # sub-folders of a run's memory-mapped cases
 # Seed of a CUDA generator nobody has seeded (c10's default_rng_seed_val).
 _CUDA_DEFAULT_SEED = 67280421310721
 
@@ -355,7 +354,7 @@ def _train(spec: TrainJobSpec, emit: _Emitter, cancel: CancelToken, dist: DistCo
     cache_dir = Path(spec.cache_dir) if spec.cache_dir else project.cache_dir / "tokens"
     # Cases and tokens are memory-mapped (spilled next to the run, removed when it ends), so a
     # project of many full-size CTs does not have to fit in RAM.
-    spill = run_dir / f".cases-{os.getpid()}"
+    spill = spill_folder(run_dir)
     try:
         loaded_l, loaded_u, loaded_v, spacing = _load(split, config, teacher if cached else None,
                                                       TokenCache(cache_dir, mmap=True) if cached else None, emit,
@@ -371,8 +370,6 @@ def _train(spec: TrainJobSpec, emit: _Emitter, cancel: CancelToken, dist: DistCo
         weights = class_weights([c.label for c in (*loaded_l, *loaded_v)], split.labelmap.num_classes)
         del trainer, loaded_l, loaded_u, loaded_v, teacher  # free the volumes and tokens before predicting
     finally:
-        for group in SPILL_GROUPS:
-            remove_spilled(spill / group)
         remove_spilled(spill)
 
     stored = 0

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dinomix_core.data.dataset import (CaseSpec, load_cases, load_nnunet_dataset, remove_spilled, resolve_target_spacing,
-                                        select_labeled)
+                                        select_labeled, spill_folder)
 from dinomix_core.data.geometry import CANONICAL_ORIENTATION
 from dinomix_core.data.preprocess import student_intensity
 from dinomix_core.data.token_cache import TokenCache
@@ -99,7 +99,7 @@ def train_on_specs(
     spacing = resolve_target_spacing(config.target_spacing, labeled)
     # Cases are memory-mapped from files next to the run (removed when it ends): a data set of
     # many full-size CTs costs page cache, not process memory (``load_cases``' ``spill_dir``).
-    spill = out_dir / f".cases-{os.getpid()}"
+    spill = spill_folder(out_dir)
 
     def load(specs, what, group, **tokens):
         emit_all(callbacks, StageEvent("loading", f"{len(specs)} {what} cases"))
@@ -127,8 +127,6 @@ def train_on_specs(
         )
         return trainer.fit(resume=resume)
     finally:
-        for group in ("labeled", "unlabeled", "validation"):
-            remove_spilled(spill / group)
         remove_spilled(spill)
 
 

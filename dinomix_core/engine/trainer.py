@@ -36,6 +36,7 @@ from dinomix_core.engine.events import (
 )
 from dinomix_core.engine.metrics import evaluate_arrays
 from dinomix_core.engine.postprocess import PostProcessing, decide as decide_postprocessing
+from dinomix_core.engine.inference_settings import inference_settings
 from dinomix_core.engine.inferer import InferenceCancelled, predict_labels
 from dinomix_core.engine.objective import Objective, StudentWithHead
 from dinomix_core.engine.schedules import learning_rate
@@ -325,9 +326,13 @@ class Trainer:
         self._emit(StageEvent("post-processing", self.postprocessing.summary(names)))
 
     def predict_array(self, image: np.ndarray, *, progress=None, cancel=None) -> np.ndarray:
-        """Labels (z, y, x) for a preprocessed [0, 1] image, sliding window at the patch size."""
+        """Labels (z, y, x) for a preprocessed [0, 1] image, sliding window at the patch size.
+
+        With the product's inference settings (``engine/inference_settings.py``), so validation
+        Dice and the mask clean-up decided from it match what ``dinomix predict`` will produce.
+        """
         return predict_labels(
-            self.student, image, window=self.cfg.patch_size, overlap=0.5, sw_batch_size=2,
+            self.student, image, window=self.cfg.patch_size, **inference_settings().options(),
             device=self.device, amp=self.cfg.amp, progress=progress, cancel=cancel,
         )
 

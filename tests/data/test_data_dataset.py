@@ -201,3 +201,20 @@ def test_load_cases_validates_geometry_and_values(tmp_path):
     _write(bad, root / "labelsTr" / "case_002.nii.gz")
     with pytest.raises(DinomixInputError, match="case_002.nii.gz"):
         load_cases([cases[2]], labelmap=labelmap)
+
+
+def test_spill_folder_removes_what_dead_processes_left(tmp_path):
+    """A run killed with SIGKILL leaves its spilled cases; the next run on that folder removes them."""
+    import os
+
+    from dinomix_core.data.dataset import spill_folder
+
+    dead = tmp_path / ".cases-999999999"
+    (dead / "labeled").mkdir(parents=True)
+    (dead / "labeled" / "00001-image.npy").write_bytes(b"x" * 10)
+    alive = tmp_path / f".cases-{os.getppid()}"  # another process still training here
+    alive.mkdir()
+    (alive / "00001-image.npy").write_bytes(b"x")
+    mine = spill_folder(tmp_path)
+    assert mine == tmp_path / f".cases-{os.getpid()}"
+    assert not dead.exists() and (alive / "00001-image.npy").exists()
