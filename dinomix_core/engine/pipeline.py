@@ -27,14 +27,13 @@ from dinomix_core.engine.events import CancelToken, Cancelled, StageEvent, Train
 from dinomix_core.engine._regrid import needs_regrid, predict_labels_regridded, predict_with_uncertainty_regridded
 from dinomix_core.engine._uncertainty import predict_with_uncertainty_bounded
 from dinomix_core.engine.inference_settings import inference_settings
-from dinomix_core.engine.inferer import body_mask, predict_volume
+from dinomix_core.engine.inferer import predict_volume
 from dinomix_core.engine.postprocess import PostProcessing, classes_for, keep_largest_component
 from dinomix_core.engine.trainer import TeacherInfo, Trainer, TrainResult
 from dinomix_core.io import LabelMap, Volume, read_volume, write_labels
 from dinomix_core.io.errors import DinomixInputError
 from dinomix_core.models import student_from_config
 from dinomix_core.models.teacher import build_teacher
-from dinomix_core.project.ranking import uncertainty_summary
 
 _SLAB = 8  # z-slices per step of the per-voxel uncertainty: bounds its temporaries
 
