@@ -28,7 +28,7 @@ DEMO_CASES = 12  # 2 labeled + 8 unlabeled + 2 held out
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the full train → predict → evaluate loop on phantom data (CPU, minutes)",
                        description=__doc__.split("\n\n")[0] + " Training settings: the 'quick' preset "
-                       "(dinomix_core/engine/presets.py), the GUI's Quick first model.")
+                       "(dinomix_core/engine/presets.py), the GUI's Better first model.")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--cases", type=int, default=DEMO_CASES,
                    help=f"phantom cases in total (default {DEMO_CASES}: 2 labeled, the rest unlabeled but --test)")

@@ -143,6 +143,11 @@ class Trainer:
         self.objective.init_frequencies([c.label for c in labeled])
         self.objective.to(self.device)
         self.model = StudentWithHead(self.student, self.objective.head).to(self.device)
+        self._channels_last = channels_last_training(self.device, self.student)
+        if self._channels_last:
+            self.model.to(memory_format=torch.channels_last_3d)
+            if self.objective.ema is not None:
+                self.objective.ema.to(memory_format=torch.channels_last_3d)
         self.ddp_model = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.dist.enabled
@@ -243,6 +248,8 @@ class Trainer:
     def train_step(self, step: int) -> dict:
         cfg = self.cfg
         batch = _to_device(self._batch(step), self.device)
+        if self._channels_last:
+            batch = _images_channels_last(batch)
         if cfg.use_fkd and cfg.token_source == "online":
             for side in ("labeled", "unlabeled"):
                 if batch.get(side) is not None:
@@ -486,6 +493,28 @@ def online_tokens(teacher, images: torch.Tensor, stride: int) -> torch.Tensor:
     tokens = teacher.encode(((x - mean) / std).to(images.device))
     c, th, tw = tokens.shape[1:]
     return tokens.reshape(b, d, c, th, tw).permute(0, 2, 1, 3, 4).float()
+
+
+def channels_last_training(device: torch.device, student: torch.nn.Module) -> bool:
+    """Whether a run trains in channels-last-3d layout: 3D students on CPU.
+
+    Why: oneDNN's 3D convolution backward at the students' small channel counts is about 30%
+    faster in that layout on CPU (unet3d width 8, depth 3, batch 4 of 16x64x64 on 2 AVX2
+    cores: backward 0.60 -> 0.42 s, forward unchanged; the demo's whole DINO-Mix step on one
+    core of the shared build machine: 2.53 -> 1.91 s, median of 20 steps). On CUDA it is left
+    to cuDNN's own choice, and the 2D student folds z into the batch, so a 5D layout would
+    only add a copy.
+    """
+    return device.type == "cpu" and getattr(student, "dims", 3) == 3
+
+
+def _images_channels_last(batch: dict) -> dict:
+    """The batch with every 5D image (B, 1, z, y, x) in channels-last-3d layout (same values)."""
+    for side in ("labeled", "unlabeled"):
+        part = batch.get(side)
+        if part is not None and part["image"].ndim == 5:
+            part["image"] = part["image"].contiguous(memory_format=torch.channels_last_3d)
+    return batch
 
 
 def _to_device(batch, device):

@@ -158,3 +158,29 @@ def test_training_reads_memory_mapped_cases_and_removes_them_after(phantom_dir, 
     with pytest.raises(TrainingCancelled):
         _train(phantom_dir, tmp_path / "cancelled", "supervised", 2, cancel=cancel)
     assert not list((tmp_path / "cancelled").glob(".cases-*"))
+
+
+def test_cpu_training_runs_3d_students_channels_last_with_the_same_losses(phantom_dir, tmp_path, monkeypatch):
+    """The channels-last-3d layout (a speed lever on CPU) changes no loss beyond float rounding."""
+    import dinomix_core.engine.trainer as trainer_module
+
+    seen = []
+    real = trainer_module.channels_last_training
+    monkeypatch.setattr(trainer_module, "channels_last_training", lambda d, s: seen.append(real(d, s)) or seen[-1])
+    fast = _train(phantom_dir, tmp_path / "cl", "dinomix", 3)
+    assert seen == [True]
+    monkeypatch.setattr(trainer_module, "channels_last_training", lambda d, s: False)
+    plain = _train(phantom_dir, tmp_path / "plain", "dinomix", 3)
+    for a, b in zip(fast.history, plain.history):
+        assert a["total"] == pytest.approx(b["total"], rel=1e-3, abs=1e-5)
+
+
+def test_channels_last_training_is_for_3d_students_on_cpu_only():
+    from dinomix_core.engine.trainer import channels_last_training
+    from dinomix_core.models import create_student
+
+    net3d = create_student("unet3d", num_classes=3, in_channels=1, width=4, depth=2)
+    net2d = create_student("unet2d", num_classes=3, in_channels=1, width=4, depth=2)
+    assert channels_last_training(torch.device("cpu"), net3d)
+    assert not channels_last_training(torch.device("cpu"), net2d)
+    assert not channels_last_training(torch.device("cuda"), net3d)

@@ -1,21 +1,36 @@
-"""The GUI's *Quick first model* and `dinomix demo` train the same recipe: the engine's
-"quick" preset (only the step count and validation cadence differ, by design)."""
+"""The GUI's presets are the engine's recipes: *Better first model* trains exactly what
+`dinomix demo` trains (the "quick" preset; only the validation cadence differs, by design),
+and *Quick first model* is the "first-overlay" recipe, the 2D student, for the first look."""
 
 from __future__ import annotations
 
 from dinomix_core.cli.demo import _checked_config
 from dinomix_core.cli.main import build_parser
 from dinomix_core.engine.config import TrainConfig
-from dinomix_core.engine.presets import PRESETS, QUICK_FIRST_OVERLAY_STEPS
+from dinomix_core.engine.presets import PRESETS
+from napari_dinomix._jobs import BETTER_PRESET, QUICK_PRESET
 from napari_dinomix._jobs import PRESETS as GUI_PRESETS
 from napari_dinomix._jobs import TrainRequest
 
 
-def test_gui_quick_preset_and_demo_build_the_same_config(tmp_path):
+def _gui_config(preset: str) -> TrainConfig:
+    return TrainConfig.from_dict(TrainRequest(method="dinomix", preset=preset).config())
+
+
+def test_better_first_model_and_demo_build_the_same_config(tmp_path):
     demo = _checked_config(build_parser().parse_args(["demo", "--out", str(tmp_path / "demo")]))
-    gui = TrainConfig.from_dict(TrainRequest(method="dinomix", preset="Quick first model").config())
-    recipe = set(PRESETS["quick"]) - {"steps"}
+    gui = _gui_config(BETTER_PRESET)
+    recipe = set(PRESETS["quick"])
     assert {f: getattr(gui, f) for f in recipe} == {f: getattr(demo, f) for f in recipe}
-    assert demo.steps == PRESETS["quick"]["steps"]
-    assert gui.steps == QUICK_FIRST_OVERLAY_STEPS == GUI_PRESETS["Quick first model"]["steps"]
-    assert gui.lr == PRESETS["quick"]["lr"] and gui.lr_schedule == PRESETS["quick"]["lr_schedule"]
+    assert demo.steps == gui.steps == PRESETS["quick"]["steps"]
+
+
+def test_quick_first_model_is_the_first_overlay_recipe_and_the_fastest():
+    gui = _gui_config(QUICK_PRESET)
+    recipe = PRESETS["first-overlay"]
+    assert {f: getattr(gui, f) for f in recipe} == {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
+    assert gui.student == "unet2d" and gui.steps < PRESETS["quick"]["steps"]
+    # the rest of the recipe (optimizer, schedule, sampler, PIC weights) is the demo's
+    shared = set(PRESETS["quick"]) - {"student", "patch_size", "steps"}
+    assert {f: getattr(gui, f) for f in shared} == {f: getattr(_gui_config(BETTER_PRESET), f) for f in shared}
+    assert list(GUI_PRESETS)[0] == QUICK_PRESET == TrainRequest().preset

@@ -231,8 +231,8 @@ def test_a_quick_first_model_stores_fast_first_overlays(widget, monkeypatch):
     viewer, w, root = widget
     specs = []
     monkeypatch.setattr(JobWorker, "start", lambda self: specs.append(self._spec))  # the spec, no process
-    for preset in ("Quick first model", "Standard"):
+    for preset in ("Quick first model", "Better first model", "Standard"):
         assert w.jobs.start_training(TrainRequest(preset=preset))
         w.jobs.train_worker = None
         w.jobs._set_state("idle")
-    assert [s.fast_predictions for s in specs] == [True, False]
+    assert [s.fast_predictions for s in specs] == [True, False, False]
