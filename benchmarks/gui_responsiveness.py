@@ -210,9 +210,11 @@ def responsiveness(args) -> dict:
     os.environ.setdefault("DINOMIX_CACHE_DIR", str(work / "cache"))
     project = create_sample_project(work / "project", cases=args.cases, labeled=2)
     app = get_qapp()
+    from dinomix_app.heap import freeze_startup_heap
     from dinomix_app.main_window import MainWindow
 
     window = MainWindow(project)
+    freeze_startup_heap()  # as `dinomix-app` does after building its window
     window.resize(1500, 950)
     window.show()
     session = window.session

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     # napari's own application set-up: its theme resources (icons), tooltips, thread workers.
     app = get_qapp()  # (its keywords are all-or-nothing: name set below)
     app.setApplicationName("DINO-Mix Studio")
+    from dinomix_app.heap import freeze_startup_heap
     from dinomix_app.main_window import MainWindow, render_and_wait
 
     if args.sample:
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
         project = create_sample_project()
     window = MainWindow(project)
+    freeze_startup_heap()  # after the imports and the window: see heap.py
     if args.screenshot:
         return save_screenshot(window, Path(args.screenshot), render_and_wait)
     window.show()

@@ -80,4 +80,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from dinomix_app.cli import leave
+
+    # Not a plain exit: the interpreter's final collection after a Qt session can abort in a
+    # C extension ("none_dealloc", seen here after both screenshots were written).
+    leave(main())
