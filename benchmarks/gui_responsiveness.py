@@ -292,7 +292,7 @@ def responsiveness(args) -> dict:
         "settings": {"preset": "Quick first model", "method": panel.method.currentText(), "steps": panel.steps.value(),
                      "device": args.device, "cases": args.cases, "labeled": 2, "phantom_size": "small",
                      "probe_interval_ms": 10, "interaction": "pan + zoom + slice change + paint stroke every 50 ms",
-                     "worker_threads": "all cores but one"},
+                     "worker_threads": "all cores, OpenMP passive wait"},
         "screenshot": str(shot), "log_tail": log.splitlines()[-6:],
     }
 

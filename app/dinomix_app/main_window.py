@@ -396,7 +396,7 @@ class SettingsDialog(QDialog):
         holder.setLayout(row)
         self.threads = QSpinBox()
         self.threads.setRange(0, 256)
-        self.threads.setSpecialValueText("all cores but one")
+        self.threads.setSpecialValueText("all cores")
         self.threads.setValue(settings.worker_threads)
         form.addRow("Device", self.device)
         form.addRow("Teacher weights folder", holder)

@@ -30,7 +30,7 @@ def config_dir() -> Path:
 class AppSettings:
     device: str = "auto"  # auto, cpu, cuda
     weights_dir: str = ""  # extra folder searched for DINOv3 weights ($DINOMIX_WEIGHTS_DIR while the app runs)
-    worker_threads: int = 0  # 0: all cores but one
+    worker_threads: int = 0  # 0: all cores (the worker runs niced)
     recent_projects: list[str] = field(default_factory=list)
 
     @classmethod

@@ -37,7 +37,7 @@ class TrainPanel(QWidget):
         self.jobs = jobs
         self.teacher_overrides: dict | None = None  # a smaller random ViT, for demos and tests
         self.config_overrides: dict = {}  # advanced TrainConfig fields
-        self.num_threads: int | None = None  # worker torch threads (None: all cores but one)
+        self.num_threads: int | None = None  # worker torch threads (None: all cores)
         layout = QVBoxLayout(self)
         form = QFormLayout()
         self.method = QComboBox()

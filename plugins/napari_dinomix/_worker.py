@@ -155,8 +155,8 @@ class JobWorker(QObject):
     process; emits ``started()``, ``event(ev)`` for each engine event in order, and
     ``finished(JobOutcome)`` exactly once, all on the main thread.
 
-    ``num_threads`` caps the child's torch/BLAS threads (default: all cores but one, so the GUI
-    keeps a core). The target must be importable in the child: the spawned process gets the
+    ``num_threads`` caps the child's torch/BLAS threads (default: all cores; the child runs
+    niced with sleeping OpenMP threads, so the GUI still gets a core when it needs one). The target must be importable in the child: the spawned process gets the
     parent's ``sys.path``. A worker is single-use: start it once.
     """
 
@@ -171,7 +171,7 @@ class JobWorker(QObject):
             raise ValueError(f"job target {target!r} is not 'package.module:function'; "
                              "name it e.g. 'dinomix_core.engine.jobs:run_train_job'.")
         if num_threads is not None and int(num_threads) < 1:
-            raise ValueError(f"num_threads must be at least 1 (or None for all cores but one), got {num_threads!r}.")
+            raise ValueError(f"num_threads must be at least 1 (or None for all cores), got {num_threads!r}.")
         self._target = target
         self._spec = spec
         self._num_threads = num_threads

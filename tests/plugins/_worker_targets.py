@@ -44,6 +44,7 @@ def stream_and_compute(spec, callbacks=(), cancel=None):
     uncertainty = np.empty((z, y, x), dtype=np.float16)
     uncertainty[:] = np.linspace(0, 1, x, dtype=np.float16)[None, None, :]
     return {"torch_threads": torch.get_num_threads(), "omp_env": os.environ.get("OMP_NUM_THREADS"),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "cancel_is_token": isinstance(cancel, CancelToken),
             "sigint_ignored": signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
             "niceness": os.getpriority(os.PRIO_PROCESS, 0), "labels": labels, "uncertainty": uncertainty}

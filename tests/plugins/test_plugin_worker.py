@@ -145,8 +145,9 @@ def test_a_large_result_comes_back_whole_and_writeable(streamed):
 def test_the_child_limits_its_threads_ignores_ctrl_c_and_gets_a_cancel_token(streamed):
     value = streamed.outcomes[0].value
     assert value["sigint_ignored"] is True  # Ctrl+C in the GUI's terminal must not kill the job
-    assert value["torch_threads"] == default_num_threads() == max(1, os.cpu_count() - 1)
+    assert value["torch_threads"] == default_num_threads() == os.cpu_count()
     assert value["omp_env"] == str(default_num_threads())
+    assert value["omp_wait_policy"] == "PASSIVE"  # idle OpenMP threads sleep instead of spinning
     assert value["cancel_is_token"] is True
     # The job yields the CPU to the GUI: it runs niced relative to the process that started it.
     assert value["niceness"] >= min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
