@@ -31,12 +31,13 @@ QUICK: dict = dict(
 
 # "first-overlay": the fastest model worth showing, for the GUI's *Quick first model*. The 2D
 # student (axial slices, no z context) on whole 96 x 96 slices, 4 per patch, costs a quarter of
-# the "quick" step on CPU (0.33 against 1.16 s on 2 idle cores). On the demo's held-out cases
-# (2 labeled phantoms, random teacher, one core of the shared build machine): 200 steps 18.1%
-# mean Dice (liver 89, stomach 55, spleen 49, right kidney 44, the rest 0) in 134 s of
-# training; 300 steps 29.6% in 188 s; 600 steps 46.5% (esophagus and left adrenal still 0),
-# where the 3D "quick" recipe reaches 50.3% with every organ. So it gives the large organs
-# first, and the 3D recipe is the better model that follows.
+# the "quick" step on CPU (0.33 against 1.16 s on 2 idle cores; 0.87 s since 3D students train
+# channels-last). On the demo's held-out cases (2 labeled phantoms, random teacher, one core of
+# the shared build machine): 200 steps 18.1% mean Dice (liver 89, stomach 55, spleen 49, right
+# kidney 44, the rest 0) in 134 s of training; 300 steps 29.6% in 188 s; 600 steps 46.5%
+# (esophagus and left adrenal still 0), where the 3D "quick" recipe reaches 47.7-50.3% with
+# the small organs. So it gives the large organs first, and the 3D recipe is the better model
+# that follows.
 FIRST_OVERLAY: dict = dict(QUICK, student="unet2d", patch_size=(4, 96, 96), steps=200)
 
 PRESETS: dict[str, dict] = {"quick": QUICK, "first-overlay": FIRST_OVERLAY}
