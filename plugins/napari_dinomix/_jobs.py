@@ -61,7 +61,11 @@ class TrainRequest:
 
     def config(self) -> dict:
         fields = dict(PRESETS[self.preset])
-        if self.student:
+        if self.student and self.student != fields["student"]:
+            if fields["student"] == "unet2d" and self.student != "unet2d":
+                # The 2D preset's 4-slice patch cannot pass a 3D student's down-sampling: a
+                # 3D student there trains on the 3D recipe's patch instead of being refused.
+                fields["patch_size"] = preset_fields("quick")["patch_size"]
             fields["student"] = self.student
         if self.steps:
             fields["steps"] = int(self.steps)

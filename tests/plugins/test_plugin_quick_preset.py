@@ -34,3 +34,14 @@ def test_quick_first_model_is_the_first_overlay_recipe_and_the_fastest():
     shared = set(PRESETS["quick"]) - {"student", "patch_size", "steps"}
     assert {f: getattr(gui, f) for f in shared} == {f: getattr(_gui_config(BETTER_PRESET), f) for f in shared}
     assert list(GUI_PRESETS)[0] == QUICK_PRESET == TrainRequest().preset
+
+
+def test_a_3d_student_chosen_on_the_2d_preset_gets_a_patch_it_can_train_on():
+    gui = _gui_config_with(QUICK_PRESET, student="unet3d")
+    assert gui.student == "unet3d" and tuple(gui.patch_size) == tuple(PRESETS["quick"]["patch_size"])
+    gui.validate()  # the 2D preset's 4,96,96 would be refused for a depth-3 unet3d
+    assert tuple(_gui_config_with(QUICK_PRESET, student="unet2d").patch_size) == tuple(PRESETS["first-overlay"]["patch_size"])
+
+
+def _gui_config_with(preset: str, **request) -> TrainConfig:
+    return TrainConfig.from_dict(TrainRequest(method="dinomix", preset=preset, **request).config())
