@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot:
         return save_screenshot(window, Path(args.screenshot), render_and_wait)
     window.show()
+    window.start_worker_standby()
     code = app.exec()
     return leave(code)
 

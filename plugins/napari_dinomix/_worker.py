@@ -45,7 +45,7 @@ from multiprocessing.connection import wait
 
 from qtpy.QtCore import QCoreApplication, QObject, QTimer, Signal
 
-from napari_dinomix._worker_child import PickledSpec, process_entry
+from napari_dinomix._worker_child import PickledSpec, process_entry, standby_entry
 
 _MAX_MESSAGES_PER_ROUND = 32
 _ROUND_BUDGET_S = 0.015
@@ -70,14 +70,19 @@ class _Child:
     """The process, pipe and cancel event of one job: plain objects, no Qt, so that stopping
     them still works after the QObject is gone (destroyed signal, interpreter exit)."""
 
-    def __init__(self, target: str, spec, num_threads: int | None):
+    def __init__(self, target: str | None, spec, num_threads: int | None):
+        """``target`` None: a standby process that gets its job later (:meth:`assign`)."""
         ctx = multiprocessing.get_context("spawn")
         self.conn, self._child_conn = ctx.Pipe(duplex=False)
         self.cancel_event = ctx.Event()
-        self.process = ctx.Process(
-            target=process_entry, args=(target, PickledSpec(spec), self._child_conn, self.cancel_event, num_threads),
-            name=f"dinomix-job {target}",
-        )
+        self.num_threads = num_threads
+        self._job_recv = self._job_send = None
+        if target is None:
+            self._job_recv, self._job_send = ctx.Pipe(duplex=False)
+            entry, args, name = standby_entry, (self._job_recv, self._child_conn, self.cancel_event, num_threads), "dinomix-job standby"
+        else:
+            entry, args, name = process_entry, (target, PickledSpec(spec), self._child_conn, self.cancel_event, num_threads), f"dinomix-job {target}"
+        self.process = ctx.Process(target=entry, args=args, name=name)
         self.pid: int | None = None
         self._reaped_exitcode: int | None = None
         self.reaped = False
@@ -92,13 +97,31 @@ class _Child:
         self.pid = self.process.pid
         # The parent's copy of the write end must go, or a dead child never reads as EOF.
         self._child_conn.close()
+        if self._job_recv is not None:
+            self._job_recv.close()
         _LIVE_CHILDREN.add(self)
+
+    def assign(self, target: str, spec) -> bool:
+        """Hand a started standby process its job; False if it has ended meanwhile (start a new one)."""
+        if self._job_send is None or self.reaped or self.process.exitcode is not None:
+            return False
+        try:
+            self._job_send.send((target, PickledSpec(spec)))
+        except (BrokenPipeError, ConnectionError, EOFError, OSError):
+            return False
+        finally:
+            self._job_send.close()
+            self._job_send = None
+        return True
 
     def stop(self, timeout: float = _CLOSE_WAIT_S) -> None:
         """Cancel, give the job ``timeout`` seconds to end, then SIGKILL; join and close all.
         Messages still arriving are dropped: nobody is listening any more."""
         if self.reaped:
             return
+        if self._job_send is not None:  # an unassigned standby ends when its job pipe closes
+            self._job_send.close()
+            self._job_send = None
         if self.pid is None:  # never started
             self._child_conn.close()
             self.conn.close()
@@ -137,6 +160,60 @@ class _Child:
 
 
 _LIVE_CHILDREN: "weakref.WeakSet[_Child]" = weakref.WeakSet()
+
+# One worker process started ahead of its job (see prewarm_worker), and the thread count the
+# next jobs are expected to ask for: after each job a new standby is started for the one after.
+_STANDBY: _Child | None = None
+_PREWARM: dict = {"enabled": False, "num_threads": None}
+_REWARM_DELAY_MS = 3000  # after a job ends: let the GUI show its result before the next standby imports
+
+
+def prewarm_worker(num_threads: int | None = None) -> None:
+    """Start a standby worker process now, so that the next job does not wait for Python and torch.
+
+    Call it once the window is up (the app does; the plugin inside napari does not, that
+    process is napari's). From then on a standby is kept ready after every job. A job that
+    asks for another thread count than the standby's gets a fresh process as before.
+    """
+    global _STANDBY
+    _PREWARM.update(enabled=True, num_threads=num_threads)
+    if _STANDBY is not None:
+        if _STANDBY.num_threads == num_threads and _STANDBY.process.exitcode is None:
+            return
+        _STANDBY.stop(timeout=0.5)
+    _STANDBY = _Child(None, None, num_threads)
+    _STANDBY.start()
+
+
+def stop_prewarming() -> None:
+    """No more standby processes; the one waiting (if any) ends."""
+    global _STANDBY
+    _PREWARM["enabled"] = False
+    standby, _STANDBY = _STANDBY, None
+    if standby is not None:
+        standby.stop(timeout=0.5)
+
+
+def standby_pid() -> int | None:
+    """The waiting standby process's pid (None when there is none)."""
+    return None if _STANDBY is None or _STANDBY.reaped else _STANDBY.pid
+
+
+def _take_standby(target: str, spec, num_threads: int | None) -> _Child | None:
+    """The standby process, now running ``target``; None if there is none that fits."""
+    global _STANDBY
+    standby, _STANDBY = _STANDBY, None
+    if standby is None:
+        return None
+    if standby.num_threads == num_threads and standby.assign(target, spec):
+        return standby
+    standby.stop(timeout=0.5)
+    return None
+
+
+def _rewarm() -> None:
+    if _PREWARM["enabled"] and _STANDBY is None:
+        prewarm_worker(_PREWARM["num_threads"])
 
 
 @atexit.register
@@ -204,9 +281,11 @@ class JobWorker(QObject):
         """Spawn the worker process (returns at once; importing torch there takes seconds)."""
         if self._state != "idle":
             raise RuntimeError("this JobWorker was already started; create a new one for the next job.")
-        self._child = _Child(self._target, self._spec, self._num_threads)
+        self._child = _take_standby(self._target, self._spec, self._num_threads)
+        if self._child is None:
+            self._child = _Child(self._target, self._spec, self._num_threads)
+            self._child.start()
         self._spec = None  # the child has its own copy now
-        self._child.start()
         self._state = "running"
         # If the Qt object is deleted (its parent widget closed), stop the job too.
         self.destroyed.connect(functools.partial(_stop_quietly, self._child))
@@ -326,6 +405,8 @@ class JobWorker(QObject):
         self._timer.stop()
         outcome = self._terminal or _died_outcome(self._target, exitcode, self._force_killed)
         outcome.exitcode = exitcode
+        if _PREWARM["enabled"] and QCoreApplication.instance() is not None:
+            QTimer.singleShot(_REWARM_DELAY_MS, _rewarm)
         self.finished.emit(outcome)
 
 

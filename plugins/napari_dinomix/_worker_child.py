@@ -151,19 +151,30 @@ def lower_priority(increment: int = WORKER_NICENESS) -> int:
         return 0
 
 
-def child_main(target: str, spec, conn, cancel_event, num_threads: int | None) -> None:
-    """Entry of the worker process: run ``target(spec, callbacks, cancel)`` and report.
+def prepare_process() -> None:
+    """Once per worker process: ignore SIGINT, run below the GUI's priority.
 
     SIGINT is ignored: a Ctrl+C in the terminal that started the GUI must not kill the job
-    behind the GUI's back; the GUI stops it through ``cancel_event``. The process runs at a
+    behind the GUI's back; the GUI stops it through the cancel event. The process runs at a
     lower priority than the GUI (``WORKER_NICENESS``).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lower_priority()
+
+
+def child_main(target: str, spec, conn, cancel_event, num_threads: int | None, *, prepared: bool = False) -> None:
+    """Entry of the worker process: run ``target(spec, callbacks, cancel)`` and report.
+
+    ``prepared``: a standby process (:func:`standby_entry`) has already run
+    :func:`prepare_process` and :func:`limit_threads`.
+    """
+    if not prepared:
+        prepare_process()
     sender = Sender(conn, cancel_event)
     _watch_parent(sender)
     try:
-        limit_threads(num_threads)
+        if not prepared:
+            limit_threads(num_threads)
         if isinstance(spec, PickledSpec):
             spec = spec.load()
         fn = load_target(target)
@@ -197,6 +208,43 @@ def process_entry(target: str, spec, conn, cancel_event, num_threads: int | None
     folders, multiprocessing's own cleanup) and skips only the teardown: 40-70 ms.
     """
     child_main(target, spec, conn, cancel_event, num_threads)
+    _fast_exit()
+
+
+# What a standby process imports while it waits: the engine's job module pulls in torch, the
+# students, the trainer and the inferer, which is most of a job's start-up.
+STANDBY_PRELOAD = ("dinomix_core.engine.jobs",)
+
+
+def standby_entry(job_conn, conn, cancel_event, num_threads: int | None) -> None:
+    """A worker started before it has a job: start the interpreter, import the engine, then wait.
+
+    Why: a spawned job spent its first seconds starting Python and importing torch and the
+    engine before its first event (see ``_worker`` for the figure); a standby pays that while
+    the user is still looking at the window. The parent sends one ``(target, PickledSpec)``
+    on ``job_conn``; a closed pipe or ``None`` ends the process quietly.
+    """
+    prepare_process()
+    try:
+        limit_threads(num_threads)
+        for module in STANDBY_PRELOAD:
+            importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - the job itself will import again and report the error
+        pass
+    try:
+        message = job_conn.recv()
+    except (EOFError, OSError):
+        message = None
+    finally:
+        job_conn.close()
+    if message is None:
+        _fast_exit()
+    target, spec = message
+    child_main(target, spec, conn, cancel_event, num_threads, prepared=True)
+    _fast_exit()
+
+
+def _fast_exit() -> None:
     import atexit
 
     atexit._run_exitfuncs()

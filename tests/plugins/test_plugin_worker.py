@@ -313,3 +313,67 @@ def test_the_child_module_imports_no_gui_and_no_torch():
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# --- the standby process ------------------------------------------------------------------
+
+
+def _wait_for(predicate, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        _spin(0.05)
+    return predicate()
+
+
+@pytest.fixture
+def prewarming(qapp, monkeypatch):
+    import napari_dinomix._worker as bridge
+
+    monkeypatch.setattr(bridge, "_REWARM_DELAY_MS", 50)
+    yield bridge
+    bridge.stop_prewarming()
+
+
+def test_a_prewarmed_standby_runs_the_next_job_then_a_new_standby_waits(prewarming):
+    prewarming.prewarm_worker(None)
+    first = prewarming.standby_pid()
+    assert first is not None
+    prewarming.prewarm_worker(None)  # asking again keeps the one that waits
+    assert prewarming.standby_pid() == first
+    run = _run(JobWorker("_worker_targets:stream_and_compute", {"events": 3, "compute_s": 0.1, "shape": (2, 4, 4)}))
+    assert run.outcomes[0].status == "completed", run.outcomes[0]
+    assert run.worker.pid == first  # no new interpreter: the job ran in the standby
+    value = run.outcomes[0].value
+    assert [ev.done for ev in run.events] == [0, 1, 2]
+    assert value["sigint_ignored"] is True and value["cancel_is_token"] is True
+    assert value["torch_threads"] == default_num_threads() and value["omp_wait_policy"] == "PASSIVE"
+    # Niced once, not twice: the standby's set-up is not repeated when its job arrives.
+    assert value["niceness"] == min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
+    _assert_reaped(first)
+    assert _wait_for(lambda: prewarming.standby_pid() not in (None, first))
+    second = prewarming.standby_pid()
+    prewarming.stop_prewarming()
+    assert prewarming.standby_pid() is None
+    _assert_reaped(second)
+
+
+def test_a_job_with_another_thread_count_or_a_dead_standby_gets_a_fresh_process(prewarming):
+    prewarming.prewarm_worker(None)
+    standby = prewarming.standby_pid()
+    run = _run(JobWorker("_worker_targets:stream_and_compute", {"events": 1, "compute_s": 0.0, "shape": (2, 4, 4)},
+                         num_threads=1))
+    assert run.outcomes[0].status == "completed" and run.outcomes[0].value["torch_threads"] == 1
+    assert run.worker.pid != standby
+    _assert_reaped(standby)  # the unfitting standby was ended, not left behind
+    prewarming.stop_prewarming()
+
+    prewarming.prewarm_worker(None)
+    standby = prewarming.standby_pid()
+    os.kill(standby, signal.SIGKILL)
+    assert _wait_for(lambda: prewarming._STANDBY.process.exitcode is not None)
+    run = _run(JobWorker("_worker_targets:stream_and_compute", {"events": 1, "compute_s": 0.0, "shape": (2, 4, 4)}))
+    assert run.outcomes[0].status == "completed"
+    assert run.worker.pid != standby
+    _assert_reaped(standby)
