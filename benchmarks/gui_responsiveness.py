@@ -217,6 +217,7 @@ def responsiveness(args) -> dict:
     freeze_startup_heap()  # as `dinomix-app` does after building its window
     window.resize(1500, 950)
     window.show()
+    window.start_worker_standby()  # as `dinomix-app` does once its window is up
     session = window.session
     unlabeled = [r.case_id for r in session.case_rows() if r.status == "unlabeled"]
     session.open_case(unlabeled[0])
