@@ -34,7 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.inference import RESULTS, SETTINGS, _triple, ct_like, dice_per_class, machine, phantom_case, resolved_precision, timed
+from benchmarks.inference import (RESULTS, SETTINGS, _triple, ct_like, dice_per_class, load_note, machine, phantom_case,
+                                  resolved_precision, timed)
 from dinomix_core.engine.inferer import body_mask
 from dinomix_core.engine.pipeline import LoadedModel, predict_file
 from dinomix_core.engine._regrid import model_grid
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "precision": resolved_precision(SETTINGS["default"], device),
         "machine": machine(device),
         "note": "wall and process-CPU seconds of one run each, file on disk to label file on disk; "
-                "see load_1min_before_after for what else ran",
+                + load_note([r["load_1min_before_after"] for r in rows]),
     }
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

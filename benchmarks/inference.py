@@ -120,6 +120,15 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - wall, time.process_time() - cpu, (round(load, 2), round(os.getloadavg()[0], 2))
 
 
+def load_note(loads, threads: int | None = None) -> str:
+    """Whether anything else ran, judged from the 1-minute load averages before / after each run."""
+    threads = threads or torch.get_num_threads()
+    peak = max((v for pair in loads for v in pair), default=0.0)
+    if peak > threads + 0.75:
+        return f"other processes shared the CPU: 1-minute load up to {peak:.1f} with {threads} threads of this run"
+    return f"nothing else ran: 1-minute load at most {peak:.1f}, about this run's own {threads} threads"
+
+
 def resolved_precision(settings: InferenceSettings, device: torch.device) -> str:
     if settings.precision != "auto":
         return settings.precision
@@ -219,8 +228,8 @@ def compare(args, device) -> dict:
         "windows_run_ours": sum(windows_touching(mask, grid)),
         "body_fraction": round(float(mask.mean()), 4),
         "machine": machine(device),
-        "note": "median of --repeat runs; wall and process-CPU seconds; other processes shared the CPU "
-                "(see the load averages of each run)",
+        "note": "median of --repeat runs; wall and process-CPU seconds; "
+                + load_note([ld for v in runs.values() for _, _, ld in v]),
     }
     if args.breakdown:
         result["seconds_ours_no_skip"] = round(med["ours_no_skip"][0], 2)

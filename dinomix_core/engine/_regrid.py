@@ -21,8 +21,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from dinomix_core.data.geometry import NetworkGrid, canonical_spacing, network_grid, same_spacing
+from dinomix_core.engine._argmax import class_argmax
 from dinomix_core.engine._body import body_mask
 from dinomix_core.engine._slab_inferer import stream_probabilities
 from dinomix_core.engine._uncertainty import SlabUncertainty
@@ -53,7 +55,10 @@ class RegridSlabs:
             scale = float(d) / float(s)
             same = int(n_dst) == int(n_src) and abs(scale - 1.0) < 1e-6
             plans.append(None if same else tuple(torch.from_numpy(a) for a in linear_axis_weights(n_dst, int(n_src), scale)))
-        self.z_plan, self.yx_plans = plans[0], plans[1:]
+        self.z_plan = plans[0]
+        # In-plane: one bilinear grid_sample at the same positions as linear_axis_weights.
+        self.yx_grid = None if plans[1] is None and plans[2] is None else _in_plane_grid(
+            plans[1:], self.dst_shape[1:], [int(n) for n in src_shape_zyx[1:]])
         self.buffer: torch.Tensor | None = None  # network slices [start, start + buffer depth)
         self.start = 0
         self.next_out = 0
@@ -95,10 +100,34 @@ class RegridSlabs:
         else:
             lo, hi, w = (part[z0:z1] for part in self.z_plan)
             block = _lerp(self.buffer, 1, lo - self.start, hi - self.start, w)
-        for axis, plan in zip((2, 3), self.yx_plans):
-            if plan is not None:
-                block = _lerp(block, axis, *plan)
+        if self.yx_grid is not None:
+            block = _sample_in_plane(block, self.yx_grid)
         return block.contiguous()
+
+
+def _in_plane_grid(plans, dst_yx: Sequence[int], src_yx: Sequence[int]) -> torch.Tensor:
+    """(Y, X, 2) grid_sample coordinates (x, y; align_corners) of each output pixel's source position.
+
+    Why grid_sample rather than a gather and a lerp per axis: on a full CT's 14 class
+    channels the per-axis ``index_select`` along x cost 0.72 s per 4-slice output slab (1
+    thread), one bilinear ``grid_sample`` 0.22 s, equal to 2e-6. Positions are those of
+    ``linear_axis_weights`` (clamped at the edges, which ``padding_mode="border"`` keeps).
+    """
+    coords = []
+    for plan, n_dst, n_src in zip(plans, dst_yx, src_yx):
+        pos = torch.arange(n_dst, dtype=torch.float64) if plan is None else plan[0].double() + plan[2].double()
+        coords.append((2.0 * pos / (n_src - 1) - 1.0) if n_src > 1 else torch.zeros(n_dst, dtype=torch.float64))
+    gy, gx = torch.meshgrid(coords[0], coords[1], indexing="ij")
+    return torch.stack([gx, gy], dim=-1).float()
+
+
+def _sample_in_plane(block: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(C, dz, Yn, Xn) -> (C, dz, Y, X): every slice bilinearly at ``grid``'s positions."""
+    classes, depth = block.shape[:2]
+    # Classes x slices as the channels of one image: no transposes, and one (Y, X) grid.
+    flat = block.contiguous().view(1, classes * depth, *block.shape[2:])
+    out = F.grid_sample(flat, grid[None], mode="bilinear", padding_mode="border", align_corners=True)
+    return out.view(classes, depth, *grid.shape[:2])
 
 
 def _lerp(t: torch.Tensor, axis: int, lo: torch.Tensor, hi: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -125,7 +154,7 @@ class _LabelSink:
             if self.keep_probs:
                 self.probs = torch.empty((classes, *self.shape), dtype=torch.float32)
         dz = probs.shape[1]
-        self.labels[z0 : z0 + dz] = probs.argmax(dim=0).numpy()
+        self.labels[z0 : z0 + dz] = class_argmax(probs).numpy()
         if self.probs is not None:
             self.probs[:, z0 : z0 + dz] = probs
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dinomix_core.engine import inferer as _inf
+from dinomix_core.engine._argmax import class_argmax
 from dinomix_core.engine._windows import (
     WindowGrid,
     as_triple,
@@ -153,7 +154,7 @@ def stream_labels(model: nn.Module, image: torch.Tensor | np.ndarray, *, window:
     def sink(z0: int, probs: torch.Tensor) -> None:
         if not out:
             out.append(np.empty(tuple(image.shape[1:]), dtype=_inf._label_dtype(probs.shape[0])))
-        out[0][z0 : z0 + probs.shape[1]] = probs.argmax(dim=0).numpy()
+        out[0][z0 : z0 + probs.shape[1]] = class_argmax(probs).numpy()
 
     stream_probabilities(model, image, window=window, on_slab=sink, **options)
     return out[0]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dinomix_core.engine._argmax import class_argmax
 from dinomix_core.engine._body import body_mask
 from dinomix_core.engine._slab_inferer import stream_probabilities
 from dinomix_core.io.volume import Volume
@@ -50,7 +51,7 @@ class SlabUncertainty:
         p = probs.float()
         norm = float(np.log(classes))
         entropy = torch.special.xlogy(p, p).sum(dim=0).neg_().div_(norm)
-        pred = p.argmax(dim=0)
+        pred = class_argmax(p)
         dz = p.shape[1]
         self.labels[z0 : z0 + dz] = pred.numpy()
         self.uncertainty[z0 : z0 + dz] = entropy.clamp(0.0, 1.0).numpy()

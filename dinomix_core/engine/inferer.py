@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dinomix_core.engine._argmax import class_argmax
 from dinomix_core.engine._body import body_mask
 from dinomix_core.engine._windows import (
     WindowGrid,
@@ -183,7 +184,7 @@ def predict_volume(
     if return_probs:
         acc = _accumulate(model, image, window=window, **options)
         probs = acc.probabilities()
-        labels = probs.argmax(dim=0).numpy().astype(_label_dtype(probs.shape[0]))
+        labels = class_argmax(probs).numpy().astype(_label_dtype(probs.shape[0]))
         _clear_outside(labels, options.get("skip_mask") if skip_outside_body else None)
         return volume.with_array(labels, source=None, modality="labels"), probs
     labels = predict_labels(model, image, window=window, **options)
