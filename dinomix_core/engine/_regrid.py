@@ -55,6 +55,7 @@ class RegridSlabs:
             scale = float(d) / float(s)
             same = int(n_dst) == int(n_src) and abs(scale - 1.0) < 1e-6
             plans.append(None if same else tuple(torch.from_numpy(a) for a in linear_axis_weights(n_dst, int(n_src), scale)))
+        self.plans = plans  # per axis (z, y, x): None (same grid) or (lo, hi, weight of hi)
         self.z_plan = plans[0]
         # In-plane: one bilinear grid_sample at the same positions as linear_axis_weights.
         self.yx_grid = None if plans[1] is None and plans[2] is None else _in_plane_grid(
@@ -148,6 +149,11 @@ class _LabelSink:
         self.probs: torch.Tensor | None = None
 
     def __call__(self, z0: int, probs: torch.Tensor) -> None:
+        if probs.dtype == torch.uint8:  # labels already (RegridLabels)
+            if self.labels is None:
+                self.labels = np.empty(self.shape, dtype=np.uint8)
+            self.labels[z0 : z0 + probs.shape[0]] = probs.numpy()
+            return
         classes = probs.shape[0]
         if self.labels is None:
             self.labels = np.empty(self.shape, dtype=np.uint8 if classes <= 256 else np.uint16)
@@ -159,11 +165,14 @@ class _LabelSink:
             self.probs[:, z0 : z0 + dz] = probs
 
 
-def _stream_to_input(model, grid: NetworkGrid, sink, *, skip_mask_net, tta: bool, progress, cancel) -> None:
-    """Run the student on ``grid.network`` and feed ``sink`` canonical-input-grid probability slabs."""
+def _stream_to_input(model, grid: NetworkGrid, sink, *, skip_mask_net, tta: bool, progress, cancel,
+                     regrid_class=None) -> None:
+    """Run the student on ``grid.network`` and feed ``sink`` canonical-input-grid slabs:
+    probabilities (``RegridSlabs``, the default ``regrid_class``) or labels (``RegridLabels``)."""
     net_volume = grid.network
     image = model.preprocess(np.asarray(net_volume.array))
-    regrid = RegridSlabs(sink, net_volume.shape, net_volume.spacing_zyx, grid.canonical_shape, grid.canonical_spacing)
+    regrid = (regrid_class or RegridSlabs)(sink, net_volume.shape, net_volume.spacing_zyx, grid.canonical_shape,
+                                           grid.canonical_spacing)
     stream_probabilities(model.model, image, window=model.window, on_slab=regrid, **model.inference.options(),
                          device=model.device, tta_flips=(1, 2) if tta else (), skip_mask=skip_mask_net,
                          progress=progress, cancel=cancel)
@@ -198,8 +207,13 @@ def predict_labels_regridded(model, volume: Volume, *, tta: bool = False, progre
     body = _canonical_body(grid) if (is_ct and skip_mask is None) else None
     mask = body if skip_mask is None else np.asarray(grid.reorientation.to_canonical(np.asarray(skip_mask, dtype=bool)))
     sink = _LabelSink(grid.canonical_shape, keep_probs=return_probs)
+    # Labels only: RegridLabels interpolates just where the network's classes disagree (same labels).
+    classes = getattr(getattr(model, "labelmap", None), "num_classes", 0)
+    labels_only = not return_probs and 0 < classes < 255
+    if labels_only:
+        from dinomix_core.engine._regrid_labels import RegridLabels
     _stream_to_input(model, grid, sink, skip_mask_net=None if mask is None else grid.canonical_mask_to_network(mask),
-                     tta=tta, progress=progress, cancel=cancel)
+                     tta=tta, progress=progress, cancel=cancel, regrid_class=RegridLabels if labels_only else None)
     if body is not None:
         sink.labels[~body] = 0
     out = volume.with_array(grid.to_input(sink.labels), source=None, modality="labels")
