@@ -8,8 +8,8 @@ them together. The figures behind each choice are in benchmarks/README.md sectio
 16, depth 4) on held-out phantom cases, each lever against the float32, overlap-0.5
 reference, for speed and for Dice / label agreement.
 
-* ``DEFAULT`` keeps the mean Dice within 0.5 points of that reference (measured on a weakly
-  trained student, see the README: to be re-measured with a fully trained one).
+* ``DEFAULT`` keeps the mean Dice within 0.5 points of that reference: it is the reference's
+  overlap (0.5) in the faster contiguous layout, with the same labels.
 * ``FAST`` is for a first overlay (``dinomix predict --fast``, the GUI's "fast first
   overlay", ``PredictJobSpec.fast``): fewer windows, no blending across window seams.
 
@@ -56,16 +56,19 @@ class InferenceSettings:
 # The float32, overlap-0.5 reference every lever is measured against (nnU-Net's overlap).
 REFERENCE = InferenceSettings(overlap=0.5, sw_batch_size=2, precision="float32", channels_last=None, compile=False)
 
-# Measured (benchmarks/README.md section 3, 2-core AMD EPYC, trained default student):
-# overlap 0.25 runs 100 instead of 294 windows on a 200x512x512 CT (0.55x the CPU time on a
-# phantom case) at +0.3 Dice points; channels-last cost 7-14% more CPU time than the
-# contiguous layout; bf16 is emulated on AVX2 CPUs (much slower), so "auto" picks float32
-# there and bf16 on CUDA / AMX / AVX512-BF16; torch.compile costs minutes of compilation
-# before its first window, more than it saves on one CT, so it stays an option.
-DEFAULT = InferenceSettings(overlap=0.25, sw_batch_size=2, precision="auto", channels_last=False, compile=False)
+# Measured (benchmarks/README.md section 3, 2-core AMD EPYC, the default student trained
+# 1,000 steps, 35.7% mean Dice on two held-out phantom cases): overlap 0.25 ran 64 instead of
+# 125 windows per case (0.43x the CPU time) but cost 4.1 Dice points (liver 85.7 -> 80.3 on
+# one case), far over the 0.5-point budget, so the default keeps nnU-Net's 0.5. The
+# contiguous layout gives the same labels as channels-last at 0.82x its CPU time. bf16 is
+# emulated on AVX2 CPUs (much slower), so "auto" picks float32 there and bf16 on CUDA / AMX /
+# AVX512-BF16. torch.compile costs ~41 CPU s of compilation before its first window, more than
+# it saves on one CT at the student's spacing, so it stays an option. A 512x512x200 CT
+# (0.98 mm, 1.2 mm slices) through `dinomix predict` with these settings: see section 3.
+DEFAULT = InferenceSettings(overlap=0.5, sw_batch_size=2, precision="auto", channels_last=False, compile=False)
 
-# A first overlay: windows only touch (64 instead of 294 on a 200x512x512 CT, 0.24x the
-# CPU time on a phantom case); seams between windows are not blended.
+# A first overlay: windows only touch (27 instead of 125 windows on a held-out phantom case,
+# 0.20x the CPU time, 2.9 Dice points below the default); seams between windows are not blended.
 FAST = InferenceSettings(overlap=0.0, sw_batch_size=2, precision="auto", channels_last=False, compile=False)
 
 
