@@ -14,7 +14,6 @@ import importlib
 import os
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -29,9 +28,17 @@ QKVB = "_qkvb"
 _SHOWN_KEYS = 6
 
 
+def _timm():
+    """timm, imported on first use: with torchvision and torch._dynamo it took 3.6 s, which
+    `dinomix predict` (no teacher) paid at start-up before (python -X importtime)."""
+    import timm
+
+    return timm
+
+
 def teacher_archs() -> list[str]:
     """timm architecture names usable as teachers (DINOv3 ViTs with 16-pixel patches)."""
-    return sorted(timm.list_models("vit_*_patch16_dinov3*"))
+    return sorted(_timm().list_models("vit_*_patch16_dinov3*"))
 
 
 def check_arch(name: str) -> str:
@@ -47,7 +54,7 @@ def check_arch(name: str) -> str:
 
 def pretrained_tags(name: str) -> list[str]:
     """Weight tags timm knows for ``name`` (e.g. ``lvd1689m``, ``sat493m``)."""
-    return [p.split(".", 1)[1] for p in timm.list_pretrained(f"{name}.*")]
+    return [p.split(".", 1)[1] for p in _timm().list_pretrained(f"{name}.*")]
 
 
 def default_tag(name: str) -> str:
@@ -63,7 +70,7 @@ def normalisation(name: str, tag: str | None) -> tuple[tuple[float, ...], tuple[
     """
     tags = pretrained_tags(name)
     chosen = tag if tag in tags else default_tag(name)
-    cfg = timm.models.get_pretrained_cfg(f"{name}.{chosen}" if chosen in tags else name)
+    cfg = _timm().models.get_pretrained_cfg(f"{name}.{chosen}" if chosen in tags else name)
     return tuple(cfg.mean), tuple(cfg.std)
 
 
@@ -72,8 +79,8 @@ def create_vit(name: str, *, device: Any = None, **overrides: Any) -> nn.Module:
     check_arch(name)
     if device is not None:
         with torch.device(device):
-            return timm.create_model(name, pretrained=False, **overrides)
-    return timm.create_model(name, pretrained=False, **overrides)
+            return _timm().create_model(name, pretrained=False, **overrides)
+    return _timm().create_model(name, pretrained=False, **overrides)
 
 
 def _filter_fn(model: nn.Module):

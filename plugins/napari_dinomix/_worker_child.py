@@ -212,8 +212,8 @@ def process_entry(target: str, spec, conn, cancel_event, num_threads: int | None
 
 
 # What a standby process imports while it waits: the engine's job module pulls in torch, the
-# students, the trainer and the inferer, which is most of a job's start-up.
-STANDBY_PRELOAD = ("dinomix_core.engine.jobs",)
+# students, the trainer and the inferer; timm (the teacher's ViTs, with torchvision) loads on first use.
+STANDBY_PRELOAD = ("dinomix_core.engine.jobs", "timm")
 
 
 def standby_entry(job_conn, conn, cancel_event, num_threads: int | None) -> None:
