@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButtonBox, 
 
 from dinomix_core.io import WINDOW_PRESETS
 from napari_dinomix._widget import DinomixWidget
-from napari_dinomix._worker import prewarm_worker
+from napari_dinomix._worker import prewarm_worker, prewarming
 
 from dinomix_app import __version__
 from dinomix_app.settings import AppSettings
@@ -327,7 +327,7 @@ class MainWindow(QMainWindow):
         if index >= 0:
             combo.setCurrentIndex(index)
         self.panel.train_panel.num_threads = self.settings.thread_count()
-        if getattr(self, "_keeps_standby", False):  # the standby must match the new thread count
+        if prewarming():  # the standby must match the new thread count
             prewarm_worker(self.settings.thread_count())
 
     def start_worker_standby(self) -> None:
@@ -335,7 +335,6 @@ class MainWindow(QMainWindow):
 
         The app calls it once its window is up; the first Start then skips the interpreter and
         torch start-up (see benchmarks/results/gui.json ``first_overlay_s``)."""
-        self._keeps_standby = True
         prewarm_worker(self.settings.thread_count())
 
     def _save_settings(self) -> None:

@@ -72,15 +72,12 @@ revision of the run whose checkpoint it is (found by path; any other checkpoint 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import numpy as np
-import torch
 
 from dinomix_core.data.dataset import (SPILL_GROUPS, LoadedCase, load_cases, remove_spilled, resolve_target_spacing,
                                         spill_folder)
@@ -96,22 +93,21 @@ from dinomix_core.engine.events import (
     StageEvent,
     StepEvent,
     check_cancel,
-    emit_all,
 )
-from dinomix_core.engine.pipeline import LoadedModel, make_teacher, predict_with_uncertainty
+from dinomix_core.engine._job_common import _Emitter, _failure, torch_state_guard
+from dinomix_core.engine.pipeline import LoadedModel, make_teacher
+from dinomix_core.engine.predict_job import CasePrediction, PredictJobSpec, run_predict_job
 from dinomix_core.engine.project_training import (
     ProjectSplit,
     class_weights,
     open_run,
     predicted_by,
-    project_class_weights,
     project_split,
     resumed_config,
     run_to_resume,
     store_predictions,
 )
 from dinomix_core.engine.trainer import TeacherInfo, Trainer
-from dinomix_core.io import LabelMap, Volume, read_volume
 from dinomix_core.io.errors import DinomixInputError
 from dinomix_core.project import Project, Run
 
@@ -126,10 +122,6 @@ __all__ = [
     "run_train_job",
     "torch_state_guard",
 ]
-
-# Seed of a CUDA generator nobody has seeded (c10's default_rng_seed_val).
-_CUDA_DEFAULT_SEED = 67280421310721
-
 
 # ---- specs and results ------------------------------------------------------------------
 
@@ -166,119 +158,12 @@ class TrainJobSpec:
     fast_predictions: bool = False
 
 
-@dataclass
-class PredictJobSpec:
-    """What to predict: ``image_path`` (a CT file or DICOM folder), or ``project_dir`` + ``case_id``.
-
-    ``store``: keep the result as a ``model`` revision of the run that wrote ``checkpoint``
-    (project case only). ``tta``: average over in-plane mirrored copies (4x the time).
-    ``fast``: the fast-first-overlay settings (``inference_settings.FAST``: fewer windows).
-    ``postprocess``: mask clean-up, ``auto`` (what the checkpoint decided), ``largest`` or ``off``.
-    """
-
-    checkpoint: str
-    image_path: str | None = None
-    project_dir: str | None = None
-    case_id: str | None = None
-    store: bool = False
-    device: str | None = None
-    num_threads: int | None = None
-    tta: bool = False
-    fast: bool = False
-    postprocess: str = "auto"
-
-
-@dataclass
-class CasePrediction:
-    """A prediction. ``labels``: uint8 Volume on the image's exact grid (z, y, x), spacing mm.
-
-    ``uncertainty``: float16 (z, y, x) normalised entropy of the class probabilities in [0, 1]
-    (0 outside the body). ``score``: the case's uncertainty score (higher = less sure; the
-    next-scan ranking's). ``class_uncertainty``: class name -> mean uncertainty of the voxels
-    predicted as that class. ``teacher_note``: how the model was trained (says RANDOM TEACHER
-    when its FKD teacher was random). ``revision_id``: the stored revision, when stored.
-    """
-
-    labels: Volume
-    uncertainty: np.ndarray
-    score: float
-    class_uncertainty: dict
-    teacher_note: str
-    case_id: str | None = None
-    revision_id: int | None = None
-
-
 # ---- shared pieces ----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def torch_state_guard(num_threads: int | None = None) -> Iterator[None]:
-    """Run a job without changing the process's global torch state.
-
-    Sets ``torch.set_num_threads(num_threads)`` for the duration (when given) and restores on
-    exit: the thread count, the CPU RNG state, the CUDA RNG states (a CUDA that was not
-    initialised before is reset to the state an unseeded one starts from), and
-    ``torch.backends.cudnn.benchmark`` / ``deterministic``.
-    """
-    threads = torch.get_num_threads()
-    cpu_rng = torch.random.get_rng_state()
-    cuda_ready = torch.cuda.is_available() and torch.cuda.is_initialized()
-    cuda_rng = torch.cuda.get_rng_state_all() if cuda_ready else None
-    cudnn = torch.backends.cudnn
-    benchmark, deterministic = cudnn.benchmark, cudnn.deterministic
-    try:
-        if num_threads:
-            torch.set_num_threads(max(1, int(num_threads)))
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.random.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
-        elif torch.cuda.is_available():
-            # torch.manual_seed queues a CUDA seed until CUDA starts: queue the default after it.
-            torch.cuda.manual_seed_all(_CUDA_DEFAULT_SEED)
-        cudnn.benchmark, cudnn.deterministic = benchmark, deterministic
 
 
 def default_val_every(steps: int) -> int:
     """Validation interval of a project job whose config leaves ``val_every`` at 0."""
     return max(1, int(steps) // 5)
-
-
-class _Emitter:
-    """The job's one callback: stamps ``run_id`` and keeps count of the steps done."""
-
-    def __init__(self, callbacks: Sequence[Callback]):
-        self.callbacks = list(callbacks)
-        self.run_id: int | None = None
-        self.steps_done = 0
-
-    def __call__(self, event) -> None:
-        if isinstance(event, StepEvent):
-            self.steps_done = max(self.steps_done, event.step)
-        elif isinstance(event, StageEvent) and event.stage == "training":
-            self.steps_done = max(self.steps_done, event.done)
-        if self.run_id is not None and getattr(event, "run_id", 0) is None:
-            event = dataclasses.replace(event, run_id=self.run_id)
-        emit_all(self.callbacks, event)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def _failure(exc: Exception) -> tuple[str, str, bool]:
-    """(message, error class name, input_error) of an exception that ended a job."""
-    if isinstance(exc, DinomixInputError):
-        return str(exc), type(exc).__name__, True
-    if isinstance(exc, MemoryError):
-        return ("MemoryError: out of memory; close other programs or choose a smaller student, patch size "
-                "or batch", "MemoryError", False)
-    log.error("job failed", exc_info=exc)
-    return _one_line(exc), type(exc).__name__, False
 
 
 # ---- training ---------------------------------------------------------------------------
@@ -483,95 +368,3 @@ def _end_training(state: _TrainState, emit: _Emitter, status: str, message: str,
                              error=error, steps_done=emit.steps_done, input_error=input_error)
     emit(finished)
     return finished
-
-
-# ---- prediction -------------------------------------------------------------------------
-
-
-def run_predict_job(spec: PredictJobSpec, callbacks: Sequence[Callback] = (),
-                    cancel: CancelToken | None = None) -> CasePrediction | FinishedEvent:
-    """Predict one CT or project case (see the module docstring).
-
-    Returns the :class:`CasePrediction` on success (after emitting a "completed"
-    FinishedEvent), the FinishedEvent when cancelled or failed.
-    """
-    emit = _Emitter(callbacks)
-    project: Project | None = None
-    with torch_state_guard(spec.num_threads):
-        try:
-            project = Project.open(spec.project_dir) if spec.project_dir else None
-            result = _predict(spec, project, emit, cancel)
-            what = result.case_id or Path(spec.image_path or "").name
-            stored = f"; stored as revision {result.revision_id}" if result.revision_id is not None else ""
-            emit(FinishedEvent("completed", f"{what} predicted{stored}", run_id=emit.run_id,
-                               model_path=str(spec.checkpoint)))
-            return result
-        except Cancelled as exc:
-            finished = FinishedEvent("cancelled", f"prediction cancelled ({exc})", run_id=emit.run_id)
-        except (KeyboardInterrupt, SystemExit):
-            emit(FinishedEvent("cancelled", "prediction interrupted", run_id=emit.run_id))
-            raise
-        except Exception as exc:
-            message, error, input_error = _failure(exc)
-            finished = FinishedEvent("failed", message, run_id=emit.run_id, error=error, input_error=input_error)
-        finally:
-            if project is not None:
-                project.close()
-    emit(finished)
-    return finished
-
-
-def _predict(spec: PredictJobSpec, project: Project | None, emit: _Emitter, cancel) -> CasePrediction:
-    if (spec.image_path is None) == (spec.case_id is None):
-        raise DinomixInputError(None, "a prediction needs either an image path or a project case, not "
-                                f"{'both' if spec.image_path else 'neither'}.",
-                                "give image_path, or project_dir and case_id.")
-    if spec.case_id is not None and project is None:
-        raise DinomixInputError(None, f"case {spec.case_id!r} was asked for without a project.", "give project_dir too.")
-    if spec.store and spec.case_id is None:
-        raise DinomixInputError(spec.image_path, "only a project case can be stored.",
-                                "predict the case by project_dir and case_id, or do not ask to store it.")
-    check_cancel(cancel, "loading the model")
-    model = LoadedModel(spec.checkpoint, device=resolve_device(spec.device, option="device"), fast=spec.fast,
-                        postprocess=spec.postprocess)
-    run_id = None
-    weights = None
-    if spec.case_id is not None:
-        case = project.check_image(spec.case_id)
-        run_id = _run_of_checkpoint(project, spec.checkpoint, required=spec.store)
-        emit.run_id = run_id
-        volume = read_volume(case.image_path)
-        weights = project_class_weights(project)
-        name = case.id
-    else:
-        volume = read_volume(spec.image_path)
-        name = Path(spec.image_path).name
-    check_cancel(cancel, "reading the image")
-    labels, uncertainty, score, per_class = predict_with_uncertainty(
-        model, volume, class_weights=weights, tta=spec.tta, cancel=cancel,
-        progress=lambda done, total: emit(StageEvent("predicting", name, done, total)),
-    )
-    revision_id = None
-    if spec.store:
-        revision_id = project.add_prediction(run_id, spec.case_id, labels, score, per_class, uncertainty_map=uncertainty)
-    return CasePrediction(labels=labels, uncertainty=uncertainty, score=score,
-                          class_uncertainty=_named(per_class, model.labelmap), teacher_note=model.teacher_note,
-                          case_id=spec.case_id, revision_id=revision_id)
-
-
-def _run_of_checkpoint(project: Project, checkpoint: str, *, required: bool) -> int | None:
-    """The id of the project run whose recorded checkpoint is this file."""
-    target = Path(checkpoint).expanduser().resolve()
-    for run in reversed(project.runs()):
-        if run.checkpoint is not None and Path(run.checkpoint).resolve() == target:
-            return run.id
-    if required:
-        raise DinomixInputError(checkpoint, f"is not the checkpoint of any completed run of project {project.root}, "
-                                "so its predictions cannot be stored there.",
-                                "use the model.pt of one of the project's runs (see `dinomix project status`).")
-    return None
-
-
-def _named(per_class: dict, labelmap: LabelMap) -> dict[str, float]:
-    return {(labelmap.name_of(int(k)) if int(k) < labelmap.num_classes else str(k)): float(v)
-            for k, v in per_class.items()}

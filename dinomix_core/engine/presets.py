@@ -53,3 +53,16 @@ def preset_fields(name: str, **overrides) -> dict:
 def preset_config(name: str, **overrides) -> TrainConfig:
     """The TrainConfig of preset ``name`` with ``overrides`` (any TrainConfig field)."""
     return TrainConfig(**preset_fields(name, **overrides))
+
+
+def with_student(fields: dict, student: str) -> dict:
+    """A copy of a recipe's ``fields`` for ``student``.
+
+    The 2D recipe's 4-slice patch cannot pass a 3D student's down-sampling, so a 3D student
+    chosen on it trains on the 3D "quick" recipe's patch instead of being refused.
+    """
+    out = dict(fields, student=student)
+    if fields.get("student") == "unet2d" and student != "unet2d":
+        out["patch_size"] = QUICK["patch_size"]
+    return out
+

@@ -19,7 +19,7 @@ from qtpy.QtCore import QObject, Signal
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.events import CheckpointEvent, PredictionStoredEvent, StageEvent, StepEvent, ValidationEvent
 from dinomix_core.engine.jobs import PredictJobSpec, TrainJobSpec
-from dinomix_core.engine.presets import preset_fields
+from dinomix_core.engine.presets import preset_fields, with_student
 
 from napari_dinomix._worker import JobOutcome, JobWorker
 
@@ -62,11 +62,7 @@ class TrainRequest:
     def config(self) -> dict:
         fields = dict(PRESETS[self.preset])
         if self.student and self.student != fields["student"]:
-            if fields["student"] == "unet2d" and self.student != "unet2d":
-                # The 2D preset's 4-slice patch cannot pass a 3D student's down-sampling: a
-                # 3D student there trains on the 3D recipe's patch instead of being refused.
-                fields["patch_size"] = preset_fields("quick")["patch_size"]
-            fields["student"] = self.student
+            fields = with_student(fields, self.student)
         if self.steps:
             fields["steps"] = int(self.steps)
         if self.minutes:

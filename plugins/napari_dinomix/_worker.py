@@ -194,6 +194,11 @@ def stop_prewarming() -> None:
         standby.stop(timeout=0.5)
 
 
+def prewarming() -> bool:
+    """Whether a standby is kept ready after every job (``prewarm_worker`` was called)."""
+    return bool(_PREWARM["enabled"])
+
+
 def standby_pid() -> int | None:
     """The waiting standby process's pid (None when there is none)."""
     return None if _STANDBY is None or _STANDBY.reaped else _STANDBY.pid
