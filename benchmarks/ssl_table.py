@@ -1,8 +1,11 @@
 """Markdown tables of an SSL benchmark result (``dinomix bench ssl``'s JSON), for the README.
 
     python -m benchmarks.ssl_table benchmarks/results/ssl_phantom.json
+    python -m benchmarks.ssl_table OLD.json NEWER.json --json MERGED.json
 
-Prints the per-method table (mean over seeds, ± the spread between seeds, per-class Dice) and
+Several results make one table: a method's run for a seed comes from the last file that has
+it, so rows re-run under a new default replace the old ones without retraining the rest;
+every run keeps the file it came from (``source``). Prints the per-method table (mean over seeds, ± the spread between seeds, per-class Dice) and
 a per-seed table, so a difference between two methods can be read seed by seed rather than
 only through the means.
 """
@@ -67,11 +70,34 @@ def clean_up_table(doc: dict) -> str | None:
     return "\n".join(lines)
 
 
+def merge_results(paths: list[Path]) -> dict:
+    """One result from several: per (method, seed), the run of the last file that has it.
+
+    Methods keep their order of first appearance; their rows are averaged again over the
+    merged runs. ``protocol`` and ``machine`` are the first file's, ``sources`` lists every file."""
+    from dinomix_core.benchmarking.ssl import average_runs
+
+    docs = [(Path(p), json.loads(Path(p).read_text())) for p in paths]
+    runs: dict[str, dict[int, dict]] = {}
+    for path, doc in docs:
+        for method, reports in doc["runs"].items():
+            for report in reports:
+                runs.setdefault(method, {})[report["seed"]] = {**report, "source": report.get("source", path.name)}
+    merged = dict(docs[0][1])
+    merged["runs"] = {m: [by_seed[s] for s in sorted(by_seed)] for m, by_seed in runs.items()}
+    merged["methods"] = {m: average_runs(rs) for m, rs in merged["runs"].items()}
+    merged["sources"] = [p.name for p, _ in docs]
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("result", type=Path, help="JSON written by `dinomix bench ssl`")
+    parser.add_argument("result", type=Path, nargs="+", help="JSON written by `dinomix bench ssl` (later files win per method and seed)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the merged result here")
     args = parser.parse_args(argv)
-    doc = json.loads(args.result.read_text())
+    doc = merge_results(args.result) if len(args.result) > 1 else json.loads(args.result[0].read_text())
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=1))
     tail = next(iter(doc["methods"].values())).get("tail_classes")
     print(method_table(doc))
     print(f"\ntail classes: {', '.join(tail or [])}\n")

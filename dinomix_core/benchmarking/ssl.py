@@ -309,7 +309,7 @@ def _warm_token_cache(out: Path, test_ids, teacher: str, dev: torch.device) -> N
 
 def _document(runs, teacher, labeled, unlabeled, test, steps, patch, optimizer, lr, width, depth, seeds, data_seed,
               size, tail_k, dev, jobs=1, probe=None, overrides=None) -> dict:
-    summary = {m: _average(rs) for m, rs in runs.items()}
+    summary = {m: average_runs(rs) for m, rs in runs.items()}
     random_teacher = teacher == "random"
     protocol = {
         "labeled": labeled, "unlabeled": unlabeled, "test": test, "steps": steps, "patch": list(patch),
@@ -332,7 +332,9 @@ def _document(runs, teacher, labeled, unlabeled, test, steps, patch, optimizer, 
     }
 
 
-def _average(reports: list[dict]) -> dict:
+def average_runs(reports: list[dict]) -> dict:
+    """One method's row over its runs (seeds): mean scores, spread, and the clean-up scores
+    when every run has them."""
     summary = _summary(reports)
     cleaned = [r.get("postprocessing") for r in reports]
     if all(cleaned):

@@ -46,3 +46,25 @@ def test_clean_up_table_compares_raw_and_cleaned_scores(result, capsys):
     assert table.count("\n") == 2 and "| supervised |" in table
     main([str(result)])
     assert "mask clean-up" in capsys.readouterr().out
+
+
+def test_a_later_result_replaces_a_method_seed_and_the_row_is_averaged_again(result, tmp_path, capsys):
+    from benchmarks.ssl_table import merge_results
+
+    doc = json.loads(result.read_text())
+    newer = json.loads(result.read_text())
+    seed1 = next(r for r in newer["runs"]["supervised"] if r["seed"] == 1)
+    seed1["mean_dice"] = 99.0  # a re-run of seed 1 under another default
+    newer["runs"]["supervised"] = [seed1]
+    path = tmp_path / "newer.json"
+    path.write_text(json.dumps(newer))
+    merged = merge_results([result, path])
+    by_seed = {r["seed"]: r for r in merged["runs"]["supervised"]}
+    assert by_seed[1]["mean_dice"] == 99.0 and by_seed[1]["source"] == "newer.json"
+    seed0 = next(r for r in doc["runs"]["supervised"] if r["seed"] == 0)
+    assert by_seed[0]["source"] == result.name and by_seed[0]["mean_dice"] == seed0["mean_dice"]
+    assert merged["methods"]["supervised"]["mean_dice"] == pytest.approx((seed0["mean_dice"] + 99.0) / 2)
+    out = tmp_path / "merged.json"
+    assert main([str(result), str(path), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["sources"] == [result.name, "newer.json"]
+    assert "| supervised | 0,1 | " in capsys.readouterr().out
