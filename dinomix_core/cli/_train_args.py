@@ -51,7 +51,7 @@ def add_training_options(p: argparse.ArgumentParser, *, steps: int | None = None
                         "(default: the median spacing of the labeled cases; recorded in model.pt)")
     g.add_argument("--batch-labeled", type=int, default=d("batch_labeled"))
     g.add_argument("--batch-unlabeled", type=int, default=d("batch_unlabeled"))
-    g.add_argument("--student", default=d("student"), help="student architecture (unet3d, vnet, unet2d)")
+    g.add_argument("--student", default=d("student"), help="student architecture (unet3d, vnet, unet2d, unet2.5d)")
     g.add_argument("--width", type=int, default=d("student_width"), help=f"student base channels (default {d('student_width')})")
     g.add_argument("--depth", type=int, default=d("student_depth"), help=f"student down-sampling steps (default {d('student_depth')})")
     g.add_argument("--optimizer", choices=tuple(DEFAULT_LR), default=d("optimizer"),

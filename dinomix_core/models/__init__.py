@@ -1,7 +1,7 @@
-"""Networks: students chosen by name (3D V-Net / U-Net, slice-wise 2D U-Net) and the frozen
+"""Networks: students chosen by name (3D V-Net / U-Net, slice-wise 2D and 2.5D U-Nets) and the frozen
 DINOv3 teacher with its local weight files. Floor 1: depends on ``dinomix_core.io`` only."""
 
-from dinomix_core.models import unet2d as _unet2d  # noqa: F401  (registers unet2d)
+from dinomix_core.models import unet2d as _unet2d  # noqa: F401  (registers unet2d, unet2.5d)
 from dinomix_core.models import unet3d as _unet3d  # noqa: F401  (registers unet3d, vnet)
 from dinomix_core.models._dinov3 import DEFAULT_TEACHER, teacher_archs
 from dinomix_core.models._registry import (

@@ -13,7 +13,7 @@ from dinomix_core.models.weights import add_weights, list_weights
 from napari_dinomix._jobs import PRESETS, TrainRequest
 from napari_dinomix._plot import TrainingPlot
 
-STUDENTS = ("unet3d", "vnet", "unet2d")
+STUDENTS = ("unet3d", "vnet", "unet2d", "unet2.5d")
 RANDOM_TEACHER = "random"
 FKD_METHODS = ("fkd", "dinomix")
 

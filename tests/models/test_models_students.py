@@ -11,7 +11,7 @@ from dinomix_core.io.errors import DinomixInputError
 from dinomix_core.models import _registry, create_student, list_students, register_student, student_from_config
 
 SHAPE = (16, 32, 32)  # (D, H, W) = (z, y, x)
-NAMES = ["unet3d", "vnet", "unet2d"]
+NAMES = ["unet3d", "vnet", "unet2d", "unet2.5d"]
 
 
 def tiny(name: str, **cfg) -> torch.nn.Module:
@@ -40,7 +40,8 @@ def test_logits_and_features_have_documented_shapes(name, norm):
     assert model.num_classes == 3
 
 
-@pytest.mark.parametrize("name, divisor", [("unet3d", (8, 8, 8)), ("vnet", (8, 8, 8)), ("unet2d", (1, 8, 8))])
+@pytest.mark.parametrize("name, divisor", [("unet3d", (8, 8, 8)), ("vnet", (8, 8, 8)), ("unet2d", (1, 8, 8)),
+                                           ("unet2.5d", (1, 8, 8))])
 def test_size_divisor_is_enforced_with_a_clear_message(name, divisor):
     model = tiny(name)
     assert model.size_divisor == divisor
@@ -145,6 +146,38 @@ def test_unet2d_treats_every_axial_slice_independently():
     model3d = tiny("unet3d").eval()
     changed3d = (model3d(x) - model3d(y)).abs().amax(dim=(0, 1, 3, 4))
     assert torch.count_nonzero(changed3d) > 1
+
+
+def test_unet25d_sees_exactly_its_neighbour_slices():
+    torch.manual_seed(4)
+    model = tiny("unet2.5d").eval()
+    assert model.context == 1 and model.in_channels == 1
+    x = batch(1)
+
+    def slices_changed_by(z: int) -> list[int]:
+        y = x.clone()
+        y[:, :, z] = torch.randn(1, 1, *SHAPE[1:])
+        changed = (model(x) - model(y)).abs().amax(dim=(0, 1, 3, 4))
+        return torch.nonzero(changed).flatten().tolist()
+
+    assert slices_changed_by(5) == [4, 5, 6]
+    # The edge slice stands in for the missing one outside the patch: it reaches slices 0 and 1.
+    assert slices_changed_by(0) == [0, 1]
+    assert slices_changed_by(SHAPE[0] - 1) == [SHAPE[0] - 2, SHAPE[0] - 1]
+    wider = tiny("unet2.5d", context=2).eval()
+    y = x.clone()
+    y[:, :, 5] = 0
+    changed = (wider(x) - wider(y)).abs().amax(dim=(0, 1, 3, 4))
+    assert torch.nonzero(changed).flatten().tolist() == [3, 4, 5, 6, 7]
+
+
+def test_a_unet2d_config_without_context_rebuilds_the_slice_independent_network():
+    model = tiny("unet2d")
+    assert "context" not in model.config  # checkpoints written before unet2.5d load unchanged
+    rebuilt = student_from_config(json.loads(json.dumps(model.config)))
+    assert rebuilt.context == 0
+    with pytest.raises(ValueError, match="context"):
+        tiny("unet2.5d", context=-1)
 
 
 def test_dropout_only_acts_in_training():
