@@ -27,9 +27,10 @@ TRAIN_TARGET = "dinomix_core.engine.jobs:run_train_job"
 PREDICT_TARGET = "napari_dinomix._job_targets:predict_cases"
 
 # Settings presets offered by the Train panel, fastest first: "Quick first model" is the
-# engine's "first-overlay" recipe (the 2D student: the large organs within about two minutes
-# on 2 CPU cores), "Better first model" the "quick" recipe `dinomix demo` trains (3D, every
-# phantom organ; dinomix_core/engine/presets.py), "Standard" the engine default for real CT.
+# engine's "first-overlay" recipe (the 2D student, 200 steps: the large organs within about
+# two minutes on 2 CPU cores), "Better first model" the "quick" recipe `dinomix demo` trains
+# (the 2.5D student, 1,000 steps: every phantom organ; dinomix_core/engine/presets.py),
+# "Standard" the engine default for real CT.
 QUICK_PRESET = "Quick first model"
 BETTER_PRESET = "Better first model"
 PRESETS: dict[str, dict] = {

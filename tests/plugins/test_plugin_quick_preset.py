@@ -1,13 +1,14 @@
 """The GUI's presets are the engine's recipes: *Better first model* trains exactly what
 `dinomix demo` trains (the "quick" preset; only the validation cadence differs, by design),
-and *Quick first model* is the "first-overlay" recipe, the 2D student, for the first look."""
+and *Quick first model* is the "first-overlay" recipe, the same recipe on the plain 2D student
+stopped early, for the first look."""
 
 from __future__ import annotations
 
 from dinomix_core.cli.demo import _checked_config
 from dinomix_core.cli.main import build_parser
 from dinomix_core.engine.config import TrainConfig
-from dinomix_core.engine.presets import PRESETS
+from dinomix_core.engine.presets import PATCH_3D, PRESETS
 from napari_dinomix._jobs import BETTER_PRESET, QUICK_PRESET
 from napari_dinomix._jobs import PRESETS as GUI_PRESETS
 from napari_dinomix._jobs import TrainRequest
@@ -30,16 +31,17 @@ def test_quick_first_model_is_the_first_overlay_recipe_and_the_fastest():
     recipe = PRESETS["first-overlay"]
     assert {f: getattr(gui, f) for f in recipe} == {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
     assert gui.student == "unet2d" and gui.steps < PRESETS["quick"]["steps"]
-    # the rest of the recipe (optimizer, schedule, sampler, PIC weights) is the demo's
-    shared = set(PRESETS["quick"]) - {"student", "patch_size", "steps"}
+    # the rest of the recipe (patch, optimizer, schedule, sampler, PIC weights) is the demo's
+    shared = set(PRESETS["quick"]) - {"student", "steps"}
     assert {f: getattr(gui, f) for f in shared} == {f: getattr(_gui_config(BETTER_PRESET), f) for f in shared}
     assert list(GUI_PRESETS)[0] == QUICK_PRESET == TrainRequest().preset
 
 
-def test_a_3d_student_chosen_on_the_2d_preset_gets_a_patch_it_can_train_on():
+def test_a_3d_student_chosen_on_a_slice_preset_gets_a_patch_it_can_train_on():
     gui = _gui_config_with(QUICK_PRESET, student="unet3d")
-    assert gui.student == "unet3d" and tuple(gui.patch_size) == tuple(PRESETS["quick"]["patch_size"])
-    gui.validate()  # the 2D preset's 4,96,96 would be refused for a depth-3 unet3d
+    assert gui.student == "unet3d" and tuple(gui.patch_size) == PATCH_3D
+    gui.validate()  # the slice preset's 4,96,96 would be refused for a depth-3 unet3d
+    assert tuple(_gui_config_with(BETTER_PRESET, student="vnet").patch_size) == PATCH_3D
     assert tuple(_gui_config_with(QUICK_PRESET, student="unet2d").patch_size) == tuple(PRESETS["first-overlay"]["patch_size"])
 
 
