@@ -38,7 +38,7 @@ from dinomix_core.engine.config import METHODS, TrainConfig
 from dinomix_core.engine.evaluation import evaluate_folders
 from dinomix_core.engine.events import StepEvent
 from dinomix_core.engine.pipeline import LoadedModel, predict_file, train_on_dataset
-from dinomix_core.engine.postprocess import decide as decide_postprocessing, keep_largest_component
+from dinomix_core.engine.postprocess import RULE, CleanUpPlan, decide as decide_postprocessing
 from dinomix_core.io import read_labels, read_volume, write_labels
 
 
@@ -119,11 +119,12 @@ def run_one(spec: RunSpec, callbacks: Sequence = ()) -> dict:
 def _score_clean_up(model: LoadedModel, data: Path, spec: RunSpec, run_dir: Path, pred_dir: Path, gt_dir: Path) -> dict:
     """Test scores with the mask clean-up: the model's own decision (``auto``) and every organ (``largest``).
 
-    A model trained before the trainer decided the clean-up is decided now, the way the
-    trainer does without validation cases: on its labeled training cases.
+    A model trained before the trainer decided the clean-up, or decided it by an older rule,
+    is decided now, the way the trainer does without validation cases: on its labeled
+    training cases; re-scored runs then measure the product's current clean-up.
     """
     decision = model.postprocessing
-    if decision.decided_on is None:
+    if decision.decided_on is None or decision.rule != RULE:
         ids = sorted(p.name[: -len(".nii.gz")] for p in (data / "labelsTr").glob("*.nii.gz"))
         labeled = [cid for cid in ids if cid not in set(spec.test_ids)][: spec.labeled]
         preds, gts, spacings = [], [], []
@@ -134,13 +135,14 @@ def _score_clean_up(model: LoadedModel, data: Path, spec: RunSpec, run_dir: Path
             spacings.append(image.spacing_zyx)
         decision = decide_postprocessing(preds, gts, spacings, model.labelmap.num_classes,
                                          decided_on="labeled training cases", names=dict(enumerate(model.labelmap.names)))
-    modes = {"auto": decision.keep_largest, "largest": tuple(range(1, model.labelmap.num_classes))}
+    modes = {"auto": CleanUpPlan(decision.keep_largest, decision.keep_large),
+             "largest": CleanUpPlan(largest=tuple(range(1, model.labelmap.num_classes)))}
     scores = {"decision": decision.to_dict()}
-    for mode, classes in modes.items():
+    for mode, plan in modes.items():
         folder = run_dir / f"predictions_{mode}"
         for cid in spec.test_ids:
             raw = read_labels(pred_dir / f"{cid}.nii.gz")
-            write_labels(raw.with_array(keep_largest_component(raw.array.copy(), classes)), folder / f"{cid}.nii.gz",
+            write_labels(raw.with_array(plan.apply(raw.array.copy())), folder / f"{cid}.nii.gz",
                          reference=raw)
         scores[mode] = evaluate_folders(folder, gt_dir, model.labelmap, tail_k=spec.tail_k)
     return scores
@@ -340,6 +342,7 @@ def average_runs(reports: list[dict]) -> dict:
     if all(cleaned):
         summary["postprocessing"] = {mode: _summary([c[mode] for c in cleaned]) for mode in ("auto", "largest")}
         summary["postprocessing"]["kept_largest"] = [c["decision"]["keep_largest"] for c in cleaned]
+        summary["postprocessing"]["kept_large_pieces"] = [c["decision"].get("keep_large", []) for c in cleaned]
     summary["seconds_per_run"] = float(np.mean([r["seconds"] for r in reports]))
     return summary
 

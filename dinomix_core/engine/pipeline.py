@@ -28,7 +28,7 @@ from dinomix_core.engine._regrid import needs_regrid, predict_labels_regridded, 
 from dinomix_core.engine._uncertainty import predict_with_uncertainty_bounded
 from dinomix_core.engine.inference_settings import inference_settings
 from dinomix_core.engine.inferer import predict_volume
-from dinomix_core.engine.postprocess import PostProcessing, classes_for, keep_largest_component
+from dinomix_core.engine.postprocess import PostProcessing, plan_for
 from dinomix_core.engine.trainer import TeacherInfo, Trainer, TrainResult
 from dinomix_core.io import LabelMap, Volume, read_volume, write_labels
 from dinomix_core.io.errors import DinomixInputError
@@ -182,21 +182,21 @@ class LoadedModel:
         self.target_spacing = None if spacing is None else tuple(float(v) for v in spacing)
         self.reorient = meta["preprocessing"].get("orientation") == CANONICAL_ORIENTATION
         self.postprocessing = PostProcessing.from_dict(meta.get("postprocessing"))
-        self.clean_classes = classes_for(postprocess, self.postprocessing, self.labelmap.num_classes)
+        self.clean_plan = plan_for(postprocess, self.postprocessing, self.labelmap.num_classes)
 
     def postprocess_note(self) -> str:
         """What clean-up this model applies, in one line."""
         names = dict(enumerate(self.labelmap.names))
-        if not self.clean_classes:
-            return "mask clean-up: off" if self.postprocessing.decided_on else self.postprocessing.summary(names)
-        if tuple(self.clean_classes) == tuple(self.postprocessing.keep_largest):
-            return self.postprocessing.summary(names)
-        return f"mask clean-up: largest component kept for every organ ({len(self.clean_classes)} classes)"
+        recorded = self.postprocessing
+        if not self.clean_plan:
+            return "mask clean-up: off" if recorded.decided_on else recorded.summary(names)
+        if self.clean_plan == plan_for("auto", recorded, self.labelmap.num_classes):
+            return recorded.summary(names)
+        return f"mask clean-up: largest component kept for every organ ({len(self.clean_plan.largest)} classes)"
 
     def clean(self, labels: Volume) -> Volume:
         """``labels`` with the clean-up applied in place (a no-op when none is chosen)."""
-        if self.clean_classes:
-            keep_largest_component(labels.array, self.clean_classes)
+        self.clean_plan.apply(labels.array)
         return labels
 
     @property
