@@ -86,18 +86,7 @@ def unet2d(
     convs_per_stage: int | None = 2,
 ) -> UNet2d:
     """2D U-Net on axial slices: plain two-conv stages, concatenated skips."""
-    return UNet2d(
-        name="unet2d",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        depth=depth,
-        norm=norm,
-        dropout=dropout,
-        block=block,
-        skip=skip,
-        convs_per_stage=convs_per_stage,
-    )
+    return UNet2d(name="unet2d", **locals())
 
 
 @register_student("unet2.5d")
@@ -115,16 +104,4 @@ def unet25d(
     context: int = 1,
 ) -> UNet2d:
     """2D U-Net on axial slices that also sees ``context`` slices above and below each one."""
-    return UNet2d(
-        name="unet2.5d",
-        num_classes=num_classes,
-        in_channels=in_channels,
-        width=width,
-        depth=depth,
-        norm=norm,
-        dropout=dropout,
-        block=block,
-        skip=skip,
-        convs_per_stage=convs_per_stage,
-        context=context,
-    )
+    return UNet2d(name="unet2.5d", **locals())
