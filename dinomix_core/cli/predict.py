@@ -35,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a quick first look: less window overlap (see benchmarks/README.md section 3 for "
                         "the time saved and the Dice cost)")
     p.add_argument("--postprocess", choices=("auto", "largest", "off"), default="auto",
-                   help="mask clean-up: auto = keep only the largest connected piece of the organs for which "
-                        "training measured that it helps (recorded in model.pt); largest = for every organ; "
-                        "off = the raw network output")
+                   help="mask clean-up: auto = per organ, what training measured helps (recorded in model.pt): "
+                        "its largest connected piece only, or its pieces of 10%% or more of the largest; "
+                        "largest = the largest piece of every organ; off = the raw network output")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None)
     p.set_defaults(func=run)
 

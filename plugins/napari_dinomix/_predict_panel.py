@@ -31,8 +31,9 @@ class PredictPanel(QWidget):
         layout.addWidget(self.show_uncertainty)
         self.clean_up = QCheckBox("Clean up masks (drop stray islands)")
         self.clean_up.setChecked(True)
-        self.clean_up.setToolTip("Keep only the largest connected piece of each organ for which training measured "
-                                 "that this helps (the model records which). Untick to see the raw network output.")
+        self.clean_up.setToolTip("Drop the stray islands of each organ the way training measured helps it: keep its largest "
+                                 "connected piece, or its pieces of 10% or more of the largest (the model records "
+                                 "which). Untick to see the raw network output.")
         layout.addWidget(self.clean_up)
         row = QHBoxLayout()
         self.accept_button = QPushButton("Accept as label")
