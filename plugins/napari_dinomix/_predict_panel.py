@@ -95,9 +95,7 @@ class PredictPanel(QWidget):
         self.status.setText(f"{event.case_id} predicted (uncertainty {event.score:.3f})"
                             + (f" — {event.teacher_note}" if "RANDOM" in (event.teacher_note or "") else ""))
         if event.case_id == self.session.case_id and event.revision_id is not None:
-            self.session.show_prediction(event.case_id, event.revision_id)
-            if self.show_uncertainty.isChecked():
-                self.session.show_uncertainty(event.revision_id, visible=True)
+            self.session.show_prediction(event.case_id, event.revision_id)  # with its uncertainty if wanted
 
     def _on_finished(self, outcome) -> None:
         self._set_running(False)
@@ -111,6 +109,7 @@ class PredictPanel(QWidget):
         self.cancel_button.setEnabled(running)
 
     def _toggle_uncertainty(self, on: bool) -> None:
+        self.session.uncertainty_wanted = on  # kept for the next predictions and cases
         layer = self.session.uncertainty_layer
         if layer is not None:
             layer.visible = on

@@ -76,6 +76,9 @@ class AnnotationSession(QObject):
         self.image_layer = None
         self.labels_layer = None
         self.uncertainty_layer = None
+        # Whether the user asked to see the uncertainty overlay (the Predict tab's box): it is
+        # then built with every prediction put on screen, and not at all otherwise.
+        self.uncertainty_wanted = False
         self._locked_layers: list = []
         self.autosave: LabelsAutosave | None = None
 
@@ -187,6 +190,8 @@ class AnnotationSession(QObject):
         array = np.zeros(image.shape, np.uint8) if labels is None else labels.array
         name = f"{case_id} labels" if rev is None or rev.kind == "human" else _prediction_name(rev)
         self._show_labels(array, label_map, image, name, revision=rev)
+        if rev is not None and rev.kind == "model" and self.uncertainty_wanted:
+            self.show_uncertainty(rev.id, visible=True)
         self._center_on_labels(array)
         self.case_opened.emit(case_id)
         self.message.emit("info", f"Opened {case_id}" + ("" if rev is None else f" ({_rev_text(rev)})"))
@@ -260,7 +265,7 @@ class AnnotationSession(QObject):
                 old.name = f"{old.name} (locked)"
                 self._locked_layers.append(old)
         self._show_labels(labels.array, self.project.require_label_map(), reference, _prediction_name(rev), revision=rev)
-        if self.uncertainty_layer is not None and self.uncertainty_layer.visible:
+        if self.uncertainty_wanted:
             self.show_uncertainty(rev.id, visible=True)
         else:
             self._drop_uncertainty()
@@ -294,9 +299,10 @@ class AnnotationSession(QObject):
     def _drop_uncertainty(self) -> None:
         """Remove the uncertainty overlay, which belongs to the labels being replaced.
 
-        A hidden overlay is not built for every prediction: *Show uncertainty* builds it on
-        demand. Building it took ~0.3 s of the GUI thread under software OpenGL, part of the
-        longest stall the GUI benchmark measured when a prediction arrives.
+        A hidden overlay is not built for every prediction: it is built when
+        ``uncertainty_wanted`` (the *Show uncertainty* box) asks for it. Building it took ~0.3 s
+        of the GUI thread under software OpenGL, part of the longest stall the GUI benchmark
+        measured when a prediction arrives.
         """
         if self.uncertainty_layer is not None and self.uncertainty_layer in self.viewer.layers:
             self.viewer.layers.remove(self.uncertainty_layer)

@@ -165,14 +165,52 @@ def test_train_panel_budget_in_minutes_becomes_a_time_budget(widget):
     assert config["time_budget_s"] == 0.0 and config["steps"] == PRESETS["Quick first model"]["steps"]
 
 
-def _store_model_prediction(root, case_id: str, value: int) -> tuple[int, int, np.ndarray]:
+def _store_model_prediction(root, case_id: str, value: int, *, with_uncertainty: bool = False) -> tuple[int, int, np.ndarray]:
     """What a running training job does when it stores one case's prediction (another connection)."""
     with Project.open(root, tidy=False) as p:
         run = p.start_run({"steps": 1}, "dinomix", "none")
         labels = np.zeros(p.case(case_id).shape_zyx, np.uint8)
         labels[10:20, 30:60, 30:60] = value
-        revision = p.add_prediction(run, case_id, labels, 0.5, None)
+        uncertainty = np.full(labels.shape, value / 16, np.float32) if with_uncertainty else None
+        revision = p.add_prediction(run, case_id, labels, 0.5, None, uncertainty_map=uncertainty)
     return run, revision, labels
+
+
+def _level(session) -> int:
+    return int(np.asarray(session.uncertainty_layer.data).max())
+
+
+def test_the_uncertainty_overlay_is_built_only_when_asked_and_follows_each_prediction(widget, qtbot):
+    from dinomix_core.engine.events import PredictionStoredEvent
+
+    viewer, w, root = widget
+    session, box = w.session, w.predict_panel.show_uncertainty
+    first, second = [r.case_id for r in session.case_rows() if r.status == "unlabeled"][:2]
+    session.open_case(first)
+
+    def stored(case_id: str, value: int) -> int:
+        run, revision, _ = _store_model_prediction(root, case_id, value, with_uncertainty=True)
+        w.jobs.prediction_stored.emit(PredictionStoredEvent(case_id, revision, 0.5, run))
+        if case_id == session.case_id:
+            qtbot.waitUntil(lambda: session.labels_layer.metadata.get("dinomix_revision") == revision, timeout=10_000)
+        return revision
+
+    def overlays() -> list:
+        return [layer for layer in viewer.layers if "uncertainty" in layer.name]
+
+    stored(first, 6)
+    assert session.uncertainty_layer is None and not overlays()  # not asked for: nothing hidden is built
+    box.setChecked(True)
+    assert session.uncertainty_layer.visible and _level(session) == pytest.approx(6 / 16 * 255, abs=1)  # uint8 0..255 for 0..1
+    stored(first, 9)  # a newer prediction brings its own overlay, and the old one goes
+    assert overlays() == [session.uncertainty_layer] and _level(session) == pytest.approx(9 / 16 * 255, abs=1)
+    stored(second, 3)
+    session.open_case(second)  # the box stays ticked for the next case
+    assert overlays() == [session.uncertainty_layer] and session.uncertainty_layer.visible
+    box.setChecked(False)
+    assert not session.uncertainty_layer.visible
+    stored(second, 4)  # unticked: the stale overlay leaves with the labels it belonged to
+    assert session.uncertainty_layer is None and not overlays()
 
 
 def test_a_prediction_stored_mid_run_is_shown_at_once_for_the_open_case_only(widget, qtbot):
