@@ -280,8 +280,7 @@ class AnnotationSession(QObject):
         unc = getter(revision_id) if getter is not None else None
         if unc is None:
             return False
-        if self.uncertainty_layer is not None and self.uncertainty_layer in self.viewer.layers:
-            self.viewer.layers.remove(self.uncertainty_layer)
+        self._drop_uncertainty()  # the previous overlay, if any
         case = self.project.case(self.case_id)
         # One byte per voxel (0..255 = 0..1): a full CT's map costs as much as its labels, not 4x.
         scaled = np.empty(np.shape(unc), np.uint8)
