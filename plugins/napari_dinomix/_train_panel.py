@@ -12,6 +12,7 @@ from dinomix_core.models.weights import add_weights, list_weights
 
 from napari_dinomix._jobs import PRESETS, TrainRequest
 from napari_dinomix._plot import TrainingPlot
+from napari_dinomix._status_line import StatusLine
 
 STUDENTS = ("unet3d", "vnet", "unet2d", "unet2.5d")
 RANDOM_TEACHER = "random"
@@ -86,7 +87,7 @@ class TrainPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m")
         layout.addWidget(self.progress)
-        self.status = QLabel("idle")
+        self.status = StatusLine("idle")
         layout.addWidget(self.status)
         self.plot = TrainingPlot()
         layout.addWidget(self.plot, stretch=2)
@@ -205,6 +206,7 @@ class TrainPanel(QWidget):
     def start(self) -> bool:
         self.plot.class_colors = self._class_colors()
         self.plot.clear()
+        self.plot.prepare(list(self.plot.class_colors)[1:])  # foreground classes
         return self.jobs.start_training(self.request())
 
     def resume(self) -> bool:
