@@ -30,7 +30,7 @@ from dinomix_core.io import LabelMap
 from dinomix_core.project import Project, ProjectError
 from dinomix_core.project.revisions import Revision
 
-from napari_dinomix._autosave import LabelsAutosave, make_project_saver
+from napari_dinomix._autosave import LabelsAutosave, make_project_saver, replace_labels
 from napari_dinomix._layers import image_layer_data, labels_layer_data, window_limits
 
 GUI_BUSY_TIMEOUT_S = 3.0  # a project another program is writing answers within this, or says it is busy
@@ -216,16 +216,27 @@ class AnnotationSession(QObject):
         self.labels_changed.emit(None)
         return True
 
-    def _show_labels(self, array: np.ndarray, label_map: LabelMap, image, name: str, *, revision=None):
-        """Add an editable labels layer for the open case and put the autosave on it."""
+    def _show_labels(self, array: np.ndarray, label_map: LabelMap, image, name: str, *, revision=None, reuse=None):
+        """Add an editable labels layer for the open case and put the autosave on it.
+
+        ``reuse``: a labels layer of this case (same grid and classes) to show the labels in
+        instead. Adding a Labels layer builds napari's visuals and overlays, 160-370 ms of
+        the GUI thread under software OpenGL; a prediction replacing an empty map reuses it.
+        """
         data, kwargs, _ = labels_layer_data(array.astype(np.uint8, copy=True), label_map, name=name, reference=image)
         meta = kwargs.setdefault("metadata", {})
         meta[LAYER_TAG] = "labels"
         meta["dinomix_case"] = self.case_id
         meta["dinomix_revision"] = None if revision is None else revision.id
-        layer = self.viewer.add_labels(data, **kwargs)
-        layer.selected_label = max(1, int(getattr(self.labels_layer, "selected_label", 1) or 1))
-        layer.brush_size = 6
+        if reuse is not None:
+            replace_labels(reuse, data)  # with an empty undo history
+            reuse.name = kwargs["name"]
+            reuse.metadata = meta
+            layer = reuse
+        else:
+            layer = self.viewer.add_labels(data, **kwargs)
+            layer.selected_label = max(1, int(getattr(self.labels_layer, "selected_label", 1) or 1))
+            layer.brush_size = 6
         self.labels_layer = layer
         self.autosave = LabelsAutosave(make_project_saver(self.project.root, self.case_id, busy_timeout=GUI_BUSY_TIMEOUT_S),
                                        delay_ms=self.autosave_delay_ms, parent=self)
@@ -256,15 +267,17 @@ class AnnotationSession(QObject):
             self.autosave = None
         old = self.labels_layer
         reference = image if image is not None else self.project.case(case_id).volume_like(labels.array)
+        reuse = None
         if old is not None:
             if old.metadata.get("dinomix_revision") is None and not np.any(old.data):
-                self.viewer.layers.remove(old)  # an empty, never-saved map: nothing to keep
+                reuse = old  # an empty, never-saved map: nothing to keep, the layer shows the prediction
             else:
                 old.editable = False
                 old.opacity = 0.35
                 old.name = f"{old.name} (locked)"
                 self._locked_layers.append(old)
-        self._show_labels(labels.array, self.project.require_label_map(), reference, _prediction_name(rev), revision=rev)
+        self._show_labels(labels.array, self.project.require_label_map(), reference, _prediction_name(rev), revision=rev,
+                          reuse=reuse)
         if self.uncertainty_wanted:
             self.show_uncertainty(rev.id, visible=True)
         else:

@@ -239,6 +239,35 @@ def test_a_prediction_stored_mid_run_is_shown_at_once_for_the_open_case_only(wid
     assert np.array_equal(np.asarray(session.labels_layer.data), painted)
 
 
+def test_a_prediction_on_an_empty_map_reuses_its_layer_with_a_fresh_history(widget, qtbot):
+    """No new layer (its visuals cost the GUI thread 0.2-0.4 s): the empty map's layer shows the
+    prediction, undo cannot bring the empty map back, and the prediction is not saved as an edit."""
+    from dinomix_core.project import Project
+
+    viewer, w, root = widget
+    session = w.session
+    case = next(r.case_id for r in session.case_rows() if r.status == "unlabeled")
+    session.open_case(case)
+    empty = session.labels_layer
+    assert not np.any(empty.data)
+    count = len(viewer.layers)
+    run, revision, labels = _store_model_prediction(root, case, 6)
+    assert session.show_prediction(case, revision)
+    layer = session.labels_layer
+    assert layer is empty and len(viewer.layers) == count
+    assert "prediction run-" in layer.name and layer.metadata["dinomix_revision"] == revision
+    assert np.array_equal(np.asarray(layer.data), labels)
+    layer.undo()
+    assert np.array_equal(np.asarray(layer.data), labels)
+    with Project.open(root) as project:
+        kinds = [r.kind for r in project.revisions(case)]
+    assert kinds == ["model"]  # showing it wrote nothing
+    layer.paint((15, 40, 40), 2, refresh=True)  # a correction becomes a draft of the case
+    assert session.flush_edits()
+    with Project.open(root) as project:
+        assert [r.kind for r in project.revisions(case)].count("human") == 1
+
+
 def test_clean_up_checkbox_decides_the_prediction_jobs_postprocessing(widget, monkeypatch):
     """Ticked (the default): the checkpoint's per-organ clean-up; unticked: the raw network output."""
     from napari_dinomix._worker import JobWorker
