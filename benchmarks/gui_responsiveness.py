@@ -417,8 +417,12 @@ def main(argv=None) -> int:
     if args.memory:
         print(json.dumps(memory(args.memory)))
         return _leave(0)
-    if args.memory_only:
-        print(json.dumps(measure_memory(), indent=1))
+    previous = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
+    if args.memory_only:  # into the existing JSON, the other figures kept
+        mem = measure_memory()
+        print(json.dumps(mem, indent=1))
+        if args.json:
+            _write(args.json, {**previous, "memory": mem, "memory_measured_at": time.strftime("%Y-%m-%d %H:%M")})
         return _leave(0)
     result = responsiveness(args)
     t = result["training"]
@@ -432,12 +436,19 @@ def main(argv=None) -> int:
     }
     if not args.skip_memory:
         doc["memory"] = measure_memory()
-    text = json.dumps(doc, indent=1)
-    print(text)
+        doc["memory_measured_at"] = doc["measured_at"]
+    elif "memory" in previous:  # kept from the last memory measurement, with its date
+        doc["memory"] = previous["memory"]
+        doc["memory_measured_at"] = previous.get("memory_measured_at")
+    print(json.dumps(doc, indent=1))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+        _write(args.json, doc)
     return _leave(0)
+
+
+def _write(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def measure_memory() -> dict:
