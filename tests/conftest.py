@@ -35,9 +35,9 @@ def float32_inference_on_every_cpu(monkeypatch):
     machine (8 tests, 2026-12-02) while passing on AVX2. The bf16 path keeps its own tests,
     which ask for it explicitly or patch this probe back.
     """
-    from dinomix_core.engine import inferer
+    from dinomix_core.engine import _runtime
 
-    monkeypatch.setattr(inferer, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(_runtime, "cpu_has_native_bf16", lambda: False)
 
 
 # --- ending the test process ---------------------------------------------------------------

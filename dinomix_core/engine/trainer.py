@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from dinomix_core.data.batches import TrainBatches
-from dinomix_core.data.geometry import CANONICAL_ORIENTATION, same_spacing
 from dinomix_core.data.patches import PatchSampler
 from dinomix_core.engine.checkpoint import MODEL_KIND, STATE_KIND, load_checkpoint, save_checkpoint
 from dinomix_core.engine.config import TrainConfig
@@ -35,6 +34,7 @@ from dinomix_core.engine.events import (
     emit_all,
 )
 from dinomix_core.engine.metrics import evaluate_arrays
+from dinomix_core.engine.model_record import TeacherInfo, _run_spacing, model_meta, teacher_note
 from dinomix_core.engine.postprocess import PostProcessing, decide as decide_postprocessing
 from dinomix_core.engine.inference_settings import inference_settings
 from dinomix_core.engine.inferer import InferenceCancelled, predict_labels
@@ -49,15 +49,6 @@ BUDGET_PROBE_STEPS = 10  # steps timed before a time budget fixes the step count
 BUDGET_MAX_STEPS = 10**9  # loop bound while the budget may still change the count
 POSTPROCESS_MAX_CASES = 4  # labeled cases predicted to decide the mask clean-up when there is no validation
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class TeacherInfo:
-    """What the run records about its DINOv3 teacher (never the teacher itself)."""
-
-    teacher_id: str = "none"
-    is_random: bool = False
-    embed_dim: int | None = None
 
 
 @dataclass
@@ -428,7 +419,7 @@ class Trainer:
                 "world_size": self.dist.world_size,
                 "distributed_backend": backend_name(),
                 "teacher": vars(self.teacher),
-                "teacher_note": _teacher_note(self.teacher, self.cfg),
+                "teacher_note": teacher_note(self.teacher, self.cfg),
                 "config": self.cfg.to_dict(),
                 "target_spacing_zyx": None if self.target_spacing is None else list(self.target_spacing),
                 "classes": self.labelmap.names,
@@ -438,45 +429,6 @@ class Trainer:
             }
             atomic_write_text(path, json.dumps(doc, indent=1, default=str))
         return path
-
-
-def model_meta(cfg: TrainConfig, student, labelmap: LabelMap, teacher: TeacherInfo, step: int, *,
-               spacing_zyx: Sequence[float] | None = None, postprocessing: PostProcessing | None = None) -> dict:
-    """What ``model.pt`` records. ``preprocessing.spacing_zyx`` (mm) and ``orientation`` tell
-    inference which grid the student was trained on (absent in checkpoints from before them:
-    such a model predicts on the input's own grid)."""
-    preprocessing = {"clip_hu": list(cfg.intensity_window), "window": list(cfg.patch_size),
-                     "orientation": CANONICAL_ORIENTATION}
-    if spacing_zyx is not None:
-        preprocessing["spacing_zyx"] = [float(v) for v in spacing_zyx]
-    return {
-        "student": student.config,
-        "labelmap": labelmap.to_dataset_json_dict(),
-        "preprocessing": preprocessing,
-        "method": cfg.method,
-        "steps": step,
-        "teacher": vars(teacher),
-        "teacher_note": _teacher_note(teacher, cfg),
-        "postprocessing": (postprocessing or PostProcessing()).to_dict(),
-    }
-
-
-def _run_spacing(requested: Sequence[float] | None, labeled: Sequence) -> tuple[float, float, float] | None:
-    """The spacing to record: the one given, else the labeled cases' common spacing (None if they differ)."""
-    if requested is not None:
-        return tuple(float(v) for v in requested)
-    spacings = [tuple(c.spacing_zyx) for c in labeled if getattr(c, "spacing_zyx", None) is not None]
-    if spacings and all(same_spacing(s, spacings[0]) for s in spacings):
-        return tuple(float(v) for v in spacings[0])
-    return None
-
-
-def _teacher_note(teacher: TeacherInfo, cfg: TrainConfig) -> str:
-    if not cfg.use_fkd:
-        return "no foundation teacher used"
-    if teacher.is_random:
-        return "RANDOM TEACHER: DINOv3 weights were not installed; FKD distilled from a randomly initialised ViT"
-    return f"DINOv3 teacher {teacher.teacher_id}"
 
 
 def online_tokens(teacher, images: torch.Tensor, stride: int) -> torch.Tensor:

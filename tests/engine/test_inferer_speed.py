@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dinomix_core.engine import _slab_inferer, inferer
+from dinomix_core.engine import _runtime, _slab_inferer
 from dinomix_core.engine.inferer import _autocast, predict_labels, sliding_window_probs
 from dinomix_core.models import create_student
 
@@ -57,10 +57,10 @@ def test_bf16_autocast_on_cpu_keeps_the_float32_labels():
 
 def test_auto_precision_uses_bf16_on_the_cpu_only_where_it_is_native(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(inferer, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(_runtime, "cpu_has_native_bf16", lambda: False)
     assert not isinstance(_autocast(cpu, True, "auto"), torch.autocast)
     assert isinstance(_autocast(cpu, True, "bfloat16"), torch.autocast)  # asked for: used even when emulated
-    monkeypatch.setattr(inferer, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(_runtime, "cpu_has_native_bf16", lambda: True)
     ctx = _autocast(cpu, True, "auto")
     assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
     assert not isinstance(_autocast(cpu, False, "auto"), torch.autocast)  # amp=False wins
