@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import pyqtgraph as pg
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 LOSS_KEYS = ("total", "sup", "unl", "fkd")  # drawn when present in the step's losses
@@ -27,18 +28,22 @@ class TrainingPlot(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         self.loss_plot = pg.PlotWidget(title="losses")
         self.loss_plot.setLogMode(y=True)
-        self.loss_plot.addLegend(offset=(-5, 5))
-        self.loss_plot.setMinimumHeight(120)
+        self.loss_plot.addLegend(offset=(-5, 5), brush=(0, 0, 0, 160), labelTextSize="7pt")
+        self.loss_plot.setMinimumHeight(150)
         self.dice_plot = pg.PlotWidget(title="validation Dice (%)")
         self.dice_plot.setYRange(0, 100)
-        self.dice_plot.addLegend(offset=(-5, 5), colCount=2)
-        self.dice_plot.setMinimumHeight(120)
+        self.dice_plot.addLegend(offset=(-5, 5), colCount=3, brush=(0, 0, 0, 160), labelTextSize="7pt")
+        self.dice_plot.setMinimumHeight(180)  # room for the legend of 13 organs and the mean
         layout.addWidget(self.loss_plot)
         layout.addWidget(self.dice_plot)
         self.class_colors: dict[str, tuple[int, int, int]] = {}
+        self._pending = QTimer(self)
+        self._pending.setSingleShot(True)
+        self._pending.timeout.connect(self._draw_losses)
         self.clear()
 
     def clear(self) -> None:
+        self._pending.stop()
         self.loss_plot.clear()
         self.dice_plot.clear()
         self.steps: list[int] = []
@@ -57,8 +62,11 @@ class TrainingPlot(QWidget):
         for key, values in self.losses.items():
             value = float(losses.get(key, float("nan")))
             values.append(value if value > 0 else float("nan"))  # log scale: non-positive terms are gaps
-        if time.monotonic() - self._last_draw >= self.redraw_ms / 1000.0:
+        wait = self.redraw_ms / 1000.0 - (time.monotonic() - self._last_draw)
+        if wait <= 0:
             self._draw_losses()
+        elif not self._pending.isActive():  # the last steps of a burst are drawn too
+            self._pending.start(max(1, int(wait * 1000)))
 
     def add_validation(self, step: int, per_class: dict, mean: float | None) -> None:
         self.dice_steps.append(int(step))
@@ -78,6 +86,7 @@ class TrainingPlot(QWidget):
         self._draw_dice()
 
     def _draw_losses(self) -> None:
+        self._pending.stop()
         self._last_draw = time.monotonic()
         for i, (key, values) in enumerate(self.losses.items()):
             curve = self._loss_curves.get(key)

@@ -59,6 +59,15 @@ def test_loss_curves_are_redrawn_at_most_every_redraw_ms(qtbot):
     assert _curve_points(plot._loss_curves["total"]) == 50
 
 
+def test_the_last_steps_of_a_burst_are_drawn_once_the_interval_has_passed(qtbot):
+    plot = TrainingPlot(redraw_ms=100)
+    qtbot.addWidget(plot)
+    for step in range(1, 21):  # faster than one redraw interval
+        plot.add_step(step, {"total": 1.0})
+    assert _curve_points(plot._loss_curves["total"]) < 20
+    qtbot.waitUntil(lambda: _curve_points(plot._loss_curves["total"]) == 20, timeout=2_000)
+
+
 def _panel_with(qtbot, widget) -> QWidget:
     panel = QWidget()
     QVBoxLayout(panel).addWidget(widget)
