@@ -78,7 +78,7 @@ class TrainingPlot(QWidget):
         for name, values in self.dice.items():
             value = items.get(name)
             values.append(float("nan") if value is None else float(value))
-        self.redraw()
+        self._draw_dice()
 
     def redraw(self) -> None:
         """Every curve from the data kept so far."""

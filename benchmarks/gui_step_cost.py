@@ -1,0 +1,130 @@
+"""What each kind of training event costs the GUI thread, in the real app window.
+
+    xvfb-run -a -s "-screen 0 1920x1080x24" python -m benchmarks.gui_step_cost --json benchmarks/results/gui_step_cost.json
+
+The responsiveness benchmark (``gui_responsiveness``) says how late the event loop ran while
+a model trained; this one says which handler made it late. It opens the app on a sample
+project (1500 x 950 window, Train tab shown), then times, 40 times each, the handling of one
+event plus the repaint it causes (``processEvents`` until the window is drawn):
+
+* ``step``: a ``StepEvent`` through the app's own signal (progress bar, progress line,
+  status bar, loss plot), with the plot drawing every step (its worst case);
+* ``progress_line`` / ``qlabel``: the Train panel's progress text changed, as the panel's
+  ``StatusLine`` and, for comparison, as a plain ``QLabel`` in the same place;
+* ``validation``: a ``ValidationEvent``'s curves (13 organs and the mean);
+* ``prepare_curves``: building those curves, as Start does (once);
+* ``show_prediction``: a stored prediction replacing the empty map of the open case (the
+  first overlay; its layer is reused), then replacing a prediction (a new layer).
+
+Medians and maxima in ms. Under Xvfb every repaint goes through Mesa's software OpenGL
+(the napari canvas is an OpenGL widget in the same window), so these are upper bounds for a
+machine with a GPU driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _timed(app, action, repeat: int = 40, pause_s: float = 0.02) -> dict:
+    values = []
+    for i in range(repeat):
+        start = time.perf_counter()
+        action(i)
+        app.processEvents()
+        values.append((time.perf_counter() - start) * 1000.0)
+        time.sleep(pause_s)
+    values.sort()
+    return {"median_ms": round(values[len(values) // 2], 1), "max_ms": round(values[-1], 1), "n": repeat}
+
+
+def measure() -> dict:
+    from napari.qt import get_qapp
+    from qtpy.QtWidgets import QLabel
+
+    from dinomix_core.engine.events import StepEvent
+    from dinomix_core.project import Project
+    from dinomix_core.project.sample import create_sample_project
+
+    work = Path(tempfile.mkdtemp(prefix="dinomix-gui-step-"))
+    os.environ.setdefault("DINOMIX_CONFIG_DIR", str(work / "config"))
+    root = create_sample_project(work / "project", cases=4, labeled=2)
+    app = get_qapp()
+    from dinomix_app.main_window import MainWindow
+
+    window = MainWindow(root)
+    window.resize(1500, 950)
+    window.show()
+    session = window.session
+    case = next(r.case_id for r in session.case_rows() if r.status == "unlabeled")
+    session.open_case(case)
+    panel = window.panel.train_panel
+    window.panel.tabs.setCurrentWidget(panel)
+    _timed(app, lambda i: None, 50, 0.01)  # settle
+    plot = panel.plot
+    plot.class_colors = panel._class_colors()
+    names = list(plot.class_colors)[1:]
+    out = {"prepare_curves": _timed(app, lambda i: (plot.clear(), plot.prepare(names)), 5)}
+    plot.redraw_ms = 0
+    for step in range(1, 400):
+        plot.add_step(step, {"total": 1.0 / step, "sup": 0.5, "unl": 0.1, "fkd": 0.2})
+    plot.add_validation(100, {n: 50.0 for n in names}, 50.0)
+    counter = iter(range(400, 10_000))
+
+    def step(i):
+        window.jobs.step.emit(StepEvent(next(counter), 5000, {"total": 0.5, "sup": 0.3, "unl": 0.1, "fkd": 0.1},
+                                        0.01, 0.4, 1234.0 - 7 * i))
+
+    out["step"] = _timed(app, step)
+    out["progress_line"] = _timed(app, lambda i: panel.status.setText(f"step {700 + i} / 5000, ETA 12:{i % 60:02d}"))
+    label = QLabel("idle")
+    panel.layout().insertWidget(panel.layout().indexOf(panel.status), label)
+    panel.status.hide()
+    out["qlabel"] = _timed(app, lambda i: label.setText(f"step {700 + i} / 5000, ETA 12:{i % 60:02d}"))
+    label.deleteLater()
+    panel.status.show()
+    out["validation"] = _timed(app, lambda i: plot.add_validation(200 + i, {n: 60.0 + i % 7 for n in names}, 60.0))
+
+    shape = session.image_layer.data.shape
+    revisions = []
+    with Project.open(root) as project:
+        for k in range(2):
+            run = project.start_run({"note": "GUI step-cost benchmark"}, "supervised", "none")
+            labels = np.zeros(shape, np.uint8)
+            labels[shape[0] // 4: shape[0] // 2, 20:60, 20:60] = 1 + k
+            revisions.append(project.add_prediction(run, case, labels, 0.5, None))
+            project.finish_run(run, "completed")
+    for name, revision in zip(("show_prediction_first", "show_prediction_next"), revisions):
+        out[name] = _timed(app, lambda i, r=revision: session.show_prediction(case, r), 1)
+        _timed(app, lambda i: None, 20, 0.01)
+    window.close()
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    import platform
+
+    doc = {"events": measure(), "window": [1500, 950], "cpu_cores": os.cpu_count(), "platform": platform.platform(),
+           "gl": "Mesa llvmpipe under Xvfb" if os.environ.get("DISPLAY") else "unknown",
+           "measured_at": time.strftime("%Y-%m-%d %H:%M")}
+    print(json.dumps(doc, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+    from dinomix_app.cli import leave
+
+    return leave(0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
