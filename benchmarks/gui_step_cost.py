@@ -7,8 +7,9 @@ a model trained; this one says which handler made it late. It opens the app on a
 project (1500 x 950 window, Train tab shown), then times, 40 times each, the handling of one
 event plus the repaint it causes (``processEvents`` until the window is drawn):
 
-* ``step``: a ``StepEvent`` through the app's own signal (progress bar, progress line,
-  status bar, loss plot), with the plot drawing every step (its worst case);
+* ``step``: a ``StepEvent`` through the app's own signal (progress bar with ETA and loss,
+  status bar, loss plot), with the plot drawing every step (its worst case), then without
+  the plot (most steps: it draws every 2 s), and the loss plot's draw alone;
 * ``progress_line`` / ``qlabel``: the Train panel's progress text changed, as the panel's
   ``StatusLine`` and, for comparison, as a plain ``QLabel`` in the same place;
 * ``validation``: a ``ValidationEvent``'s curves (13 organs and the mean);
@@ -83,6 +84,9 @@ def measure() -> dict:
                                         0.01, 0.4, 1234.0 - 7 * i))
 
     out["step"] = _timed(app, step)
+    plot.redraw_ms = 10**9
+    out["step_without_plot"] = _timed(app, step)  # most steps: the plot draws every 2 s
+    out["loss_plot_draw"] = _timed(app, lambda i: plot._draw_losses())
     out["progress_line"] = _timed(app, lambda i: panel.status.setText(f"step {700 + i} / 5000, ETA 12:{i % 60:02d}"))
     label = QLabel("idle")
     panel.layout().insertWidget(panel.layout().indexOf(panel.status), label)

@@ -1,9 +1,11 @@
 """Live training plot: loss curves and per-class validation Dice, updated from engine events.
 
-Step events only touch the loss curves, at most every ``redraw_ms``; the Dice curves (one
-per class, with markers) are set again only when a validation arrives. Setting all of them
-on every redraw cost 11.6 ms of the GUI thread four times a second on 2 cores (median of
-40, the app window under software OpenGL), enough on its own to make a dropped frame.
+Step events only touch the loss curves, at most every ``redraw_ms`` (2 s; the last steps of
+a burst are drawn when it has passed); the Dice curves (one per class, with markers) are set
+again only when a validation arrives. Setting all of them on every redraw cost 11.6 ms of
+the GUI thread four times a second on 2 cores (median of 40, the app window under software
+OpenGL); drawing the loss curves alone costs ~15 ms there (benchmarks.gui_step_cost), so
+they are drawn every 2 s rather than at every step.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ LOSS_COLORS = ("#f0f0f0", "#4fc3f7", "#ffb74d", "#81c784")
 class TrainingPlot(QWidget):
     """Two stacked plots: losses by step (log scale) and Dice (%) by step, one line per class."""
 
-    def __init__(self, parent=None, *, redraw_ms: int = 250):
+    def __init__(self, parent=None, *, redraw_ms: int = 2000):
         super().__init__(parent)
         self.redraw_ms = redraw_ms
         layout = QVBoxLayout(self)

@@ -1,11 +1,12 @@
 """A one-line text readout whose changes never re-lay out the panel around it.
 
-The Train panel's progress text changes with every step. As a ``QLabel`` each change asked
-its layout for new geometry, and the whole panel repainted: on 2 cores under software
-OpenGL, 20.3 ms a change (median of 40), against 0.0 ms for a label of fixed geometry in
-the status bar (``/tmp`` micro-benchmark of the app window, 2026-12-05; py-spy put the time
-in ``QLayout::activate`` and in repainting the live plot beside it). This widget only
-repaints itself: its size hint is one line of text, whatever the text.
+The Train panel's status text changes at every stage of a run (tokens, validation,
+prediction of each case). As a ``QLabel`` each change asked its layout for new geometry and
+the panel was laid out again: on 2 cores under software OpenGL, 20.3 ms a change against
+8.5 ms for this widget (median of 40 in the app window, 2026-12-05; py-spy put the
+difference in ``QLayout::activate`` and in repainting the live plot beside it;
+``benchmarks.gui_step_cost`` keeps measuring both). This widget only repaints itself: its
+size hint is one line of text, whatever the text.
 """
 
 from __future__ import annotations

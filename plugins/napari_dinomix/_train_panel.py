@@ -221,17 +221,22 @@ class TrainPanel(QWidget):
     # -- progress --------------------------------------------------------------------------
 
     def _on_step(self, ev) -> None:
+        # One widget repaints per step: the bar carries the step, ETA and loss. Each repaint
+        # costs the GUI thread ~10 ms under software OpenGL whatever its size; the bar and a
+        # separate text line cost 21 ms a step, the bar alone 12 ms (benchmarks.gui_step_cost).
+        total = ev.losses.get("total")
+        loss = "" if total is None else f" · loss {total:.3f}"
+        self.progress.setFormat(f"%v / %m · ETA {_format_eta(ev.eta_seconds)}{loss}")
         self.progress.setRange(0, ev.total_steps)
         self.progress.setValue(ev.step)
-        total = ev.losses.get("total")
-        loss = "" if total is None else f", loss {total:.3f}"
-        self.status.setText(f"step {ev.step} / {ev.total_steps}, ETA {_format_eta(ev.eta_seconds)}{loss}")
+        self.status.setText(f"training: {ev.total_steps} steps")  # unchanged text: no repaint
         self.plot.add_step(ev.step, ev.losses)
 
     def _on_stage(self, ev) -> None:
         if ev.stage == "training":
             return
         if ev.total:
+            self.progress.setFormat("%v / %m")
             self.progress.setRange(0, ev.total)
             self.progress.setValue(ev.done)
         self.status.setText(f"{ev.stage}: {ev.message} ({ev.done}/{ev.total})" if ev.total else f"{ev.stage}: {ev.message}")
