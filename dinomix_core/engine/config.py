@@ -90,6 +90,9 @@ class TrainConfig:
     pic_gamma: float = 1.0
     pic_beta: float = 0.5
     pic_box: tuple[float, float] = (0.25, 0.5)
+    # The boxes' depth (z) as a fraction of the patch depth; None: as pic_box. An ablation:
+    # (1, 1) pastes whole z columns (benchmarks/README.md section 1).
+    pic_box_z: tuple[float, float] | None = None
     # Anneal the class-weight exponent with the sampling curriculum (beta * alpha(t)) instead of
     # keeping it at beta: the weights end uniform, as the class sampling does. The default since
     # 2026-12-01: on the phantom table's protocol it beat full-strength weights on all 3 seeds
@@ -131,6 +134,8 @@ class TrainConfig:
             self.target_spacing = spacing
         self.teacher_window = tuple(float(v) for v in self.teacher_window)
         self.pic_box = tuple(float(v) for v in self.pic_box)
+        if self.pic_box_z is not None:
+            self.pic_box_z = tuple(float(v) for v in self.pic_box_z)
         if self.optimizer not in DEFAULT_LR:
             raise ValueError("optimizer must be 'sgd' or 'adamw'")
         from dinomix_core.data.patches import CLASS_WEIGHTINGS

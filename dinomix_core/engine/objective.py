@@ -149,6 +149,7 @@ class Objective:
                     generator=generator,
                     stride=cfg.token_stride,
                     size_range=cfg.pic_box,
+                    z_range=cfg.pic_box_z,
                 )
                 x = torch.cat([mixed_l["image"], mixed_u["image"]])
                 with autocast():

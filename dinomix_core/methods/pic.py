@@ -208,6 +208,7 @@ def sample_box(
     *,
     size_range: tuple[float, float] = (0.25, 0.5),
     stride: int = 1,
+    z_range: tuple[float, float] | None = None,
 ) -> Box:
     """A random box (z0, z1, y0, y1, x0, x1) centred on a random voxel of class ``cls``.
 
@@ -219,6 +220,8 @@ def sample_box(
         generator: CPU ``torch.Generator``.
         size_range: box side as a fraction of the patch side, drawn uniformly per axis.
         stride: in-plane token stride; y/x sizes and starts are multiples of it (z is per slice).
+        z_range: the box depth's fraction of the patch depth, if not ``size_range``; (1, 1)
+            pastes whole columns, so an organ never ends at a box face in z.
 
     The box is clipped to the patch by shifting, never by shrinking, and always contains the
     chosen voxel (within ``stride`` of the box centre in y/x, away from the patch border).
@@ -242,7 +245,13 @@ def sample_box(
     if centre is None:
         centre = [int(torch.randint(n, (1,), generator=generator).item()) for n in shape]
 
-    fracs = (lo + (hi - lo) * torch.rand(3, generator=generator, dtype=torch.float64)).tolist()
+    draws = torch.rand(3, generator=generator, dtype=torch.float64)
+    fracs = (lo + (hi - lo) * draws).tolist()
+    if z_range is not None:
+        zlo, zhi = float(z_range[0]), float(z_range[1])
+        if not 0.0 < zlo <= zhi <= 1.0:
+            raise ValueError(f"z_range must satisfy 0 < lo <= hi <= 1, got {z_range}")
+        fracs[0] = zlo + (zhi - zlo) * float(draws[0])
     box: list[int] = []
     for axis, (dim, c, frac) in enumerate(zip(shape, centre, fracs)):
         unit = 1 if axis == 0 else s
@@ -319,6 +328,7 @@ def bidirectional_cutmix(
     generator: torch.Generator,
     stride: int,
     size_range: tuple[float, float] = (0.25, 0.5),
+    z_range: tuple[float, float] | None = None,
 ) -> tuple[dict, dict]:
     """Cross-domain CutMix in both directions (METHOD §4).
 
@@ -332,6 +342,7 @@ def bidirectional_cutmix(
             ``PICCurriculum.probs(t)``; K fixes the class range.
         generator: CPU ``torch.Generator``; stride: in-plane token stride;
         size_range: box side as a fraction of the patch side.
+        z_range: box depth as a fraction of the patch depth (default: ``size_range``).
 
     Pair b of the unlabeled batch uses labeled item ``b % B_l`` (and vice versa), so unequal
     batch sizes work. Returns ``(mixed_u, mixed_l)``:
@@ -370,7 +381,8 @@ def bidirectional_cutmix(
             sb = b % n_src
             src_labels = source_labels(src, sb)
             cls = sample_class(probs_t, _present(src_labels, num_classes), generator)
-            box = sample_box(src_labels, cls, patch_shape, generator, size_range=size_range, stride=stride)
+            box = sample_box(src_labels, cls, patch_shape, generator, size_range=size_range, stride=stride,
+                             z_range=z_range)
             items.append(_mix_one(_item(dst, b), _item(src, sb), box, stride, dst_is_labeled))
             boxes.append(box)
             classes.append(-1 if cls is None else cls)

@@ -165,6 +165,21 @@ def _box_mask(box, shape) -> torch.Tensor:
     return m
 
 
+def test_sample_box_depth_has_its_own_range_and_the_default_draws_are_unchanged():
+    shape, stride = (16, 32, 32), 4
+    labels = torch.zeros(shape, dtype=torch.long)
+    labels[7, 13, 18] = 2
+    same = [sample_box(labels, 2, shape, torch.Generator().manual_seed(s), stride=stride) for s in range(20)]
+    own = [sample_box(labels, 2, shape, torch.Generator().manual_seed(s), stride=stride, z_range=(1.0, 1.0))
+           for s in range(20)]
+    for (z0, z1, *yx), (w0, w1, *yx_own) in zip(same, own):
+        assert (w0, w1) == (0, 16)  # whole columns: the organ never ends at a box face in z
+        assert yx == yx_own  # the in-plane box is drawn as without the option
+        assert 4 <= z1 - z0 <= 8
+    with pytest.raises(ValueError, match="z_range"):
+        sample_box(labels, 2, shape, torch.Generator(), z_range=(0.0, 1.0))
+
+
 def test_bidirectional_cutmix_targets_validity_and_tokens_follow_the_box():
     stride = 4
     labeled, unlabeled = _batches(stride=stride)
