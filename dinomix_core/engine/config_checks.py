@@ -77,6 +77,11 @@ def validate_config(config, *, device=None, names: Mapping[str, str] | None = No
         raise _bad(names, "batch_unlabeled", config.batch_unlabeled,
                    f"method {config.method!r} learns from unlabeled patches, so it needs at least 1 per batch.",
                    "use 1 or more, or method 'supervised'.")
+    for field in ("pic_box", "pic_box_z"):  # fractions of the patch side (pic_box_z: None = as pic_box)
+        box = getattr(config, field, None)
+        if box is not None and not (len(box) == 2 and all(_finite(v) for v in box) and 0 < box[0] <= box[1] <= 1):
+            raise _bad(names, field, box, "the mixing box's side is a range of fractions of the patch side.",
+                       "use two numbers with 0 < low <= high <= 1, e.g. [0.25, 0.5].")
     patch = tuple(config.patch_size)
     if len(patch) != 3 or any(not _is_int(p) or p < 1 for p in patch):
         raise _bad(names, "patch_size", patch, "a patch is 3 positive voxel counts (z, y, x).",

@@ -229,3 +229,11 @@ def test_valid_settings_pass():
     assert tiny.validate(device="cpu") is tiny
     TrainConfig(student="unet2d", patch_size=(3, 64, 64), student_depth=3).validate()
     TrainConfig().validate()  # the defaults (64,128,128, depth 4, stride 8)
+
+
+def test_a_mixing_box_range_outside_the_patch_is_refused_before_training():
+    with pytest.raises(DinomixInputError, match="pic_box_z.*0 < low <= high <= 1"):
+        TrainConfig(pic_box_z=(0.0, 1.0)).validate()
+    with pytest.raises(DinomixInputError, match="pic_box"):
+        TrainConfig(pic_box=(0.6, 0.3)).validate()
+    assert TrainConfig(pic_box_z=(1.0, 1.0)).validate().pic_box_z == (1.0, 1.0)
