@@ -77,9 +77,11 @@ def validate_config(config, *, device=None, names: Mapping[str, str] | None = No
         raise _bad(names, "batch_unlabeled", config.batch_unlabeled,
                    f"method {config.method!r} learns from unlabeled patches, so it needs at least 1 per batch.",
                    "use 1 or more, or method 'supervised'.")
+    from dinomix_core.methods.pic import box_range_ok  # imports torch, as the student check below does
+
     for field in ("pic_box", "pic_box_z"):  # fractions of the patch side (pic_box_z: None = as pic_box)
         box = getattr(config, field, None)
-        if box is not None and not (len(box) == 2 and all(_finite(v) for v in box) and 0 < box[0] <= box[1] <= 1):
+        if box is not None and not box_range_ok(box):
             raise _bad(names, field, box, "the mixing box's side is a range of fractions of the patch side.",
                        "use two numbers with 0 < low <= high <= 1, e.g. [0.25, 0.5].")
     patch = tuple(config.patch_size)

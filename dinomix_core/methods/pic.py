@@ -23,6 +23,7 @@ __all__ = [
     "class_sampling_probs",
     "sample_class",
     "class_loss_weights",
+    "box_range_ok",
     "sample_box",
     "bidirectional_cutmix",
     "PICCurriculum",
@@ -200,6 +201,15 @@ def class_loss_weights(freqs: torch.Tensor, beta: float = 0.5, *, max_ratio: flo
     return (w / w.mean()).float()
 
 
+def box_range_ok(fractions) -> bool:
+    """Whether ``fractions`` is a (low, high) range of box sides as fractions of the patch side."""
+    try:
+        lo, hi = (float(v) for v in fractions)
+    except (TypeError, ValueError):
+        return False
+    return 0.0 < lo <= hi <= 1.0
+
+
 def sample_box(
     source_labels: torch.Tensor,
     cls: int | None,
@@ -229,9 +239,10 @@ def sample_box(
     shape = tuple(int(v) for v in patch_shape)
     if tuple(source_labels.shape) != shape:
         raise ValueError(f"source_labels shape {tuple(source_labels.shape)} must equal patch_shape {shape}")
+    for name, given in (("size_range", size_range), ("z_range", z_range)):
+        if given is not None and not box_range_ok(given):
+            raise ValueError(f"{name} must satisfy 0 < lo <= hi <= 1, got {given}")
     lo, hi = float(size_range[0]), float(size_range[1])
-    if not 0.0 < lo <= hi <= 1.0:
-        raise ValueError(f"size_range must satisfy 0 < lo <= hi <= 1, got {size_range}")
     s = int(stride)
     if s < 1 or shape[1] % s or shape[2] % s:
         raise ValueError(f"H={shape[1]} and W={shape[2]} must be multiples of the token stride {stride}")
@@ -249,8 +260,6 @@ def sample_box(
     fracs = (lo + (hi - lo) * draws).tolist()
     if z_range is not None:
         zlo, zhi = float(z_range[0]), float(z_range[1])
-        if not 0.0 < zlo <= zhi <= 1.0:
-            raise ValueError(f"z_range must satisfy 0 < lo <= hi <= 1, got {z_range}")
         fracs[0] = zlo + (zhi - zlo) * float(draws[0])
     box: list[int] = []
     for axis, (dim, c, frac) in enumerate(zip(shape, centre, fracs)):
