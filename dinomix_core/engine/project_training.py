@@ -24,6 +24,7 @@ from dinomix_core.engine.events import PredictionStoredEvent, StageEvent, check_
 from dinomix_core.engine.pipeline import LoadedModel, predict_with_uncertainty
 from dinomix_core.io import LabelMap, read_labels, read_volume
 from dinomix_core.io.errors import DinomixInputError
+from dinomix_core.io.label_counts import label_counts
 from dinomix_core.project import Project, Run
 from dinomix_core.project.ranking import tail_class_weights
 
@@ -101,7 +102,7 @@ def class_weights(label_arrays: Sequence[np.ndarray], num_classes: int) -> np.nd
     """Tail-favouring class weights for the uncertainty score, from the labeled voxel counts."""
     counts = np.zeros(num_classes, np.int64)
     for labels in label_arrays:
-        counts += np.bincount(np.asarray(labels).reshape(-1), minlength=num_classes)[:num_classes]
+        counts += label_counts(labels, num_classes)[:num_classes]
     return tail_class_weights(counts)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import GeometryMismatchError, LabelValueError, VolumeReadError
+from .label_counts import label_counts
 from .volume import Volume
 
 _SLAB = 16  # z slices per chunk for whole-volume checks
@@ -114,15 +115,7 @@ def label_dtype(array: np.ndarray, path, *, num_classes: int = 0) -> np.dtype:
 
 def present_values(array: np.ndarray) -> np.ndarray:
     """Sorted distinct values of a non-negative integer label array."""
-    counts = np.zeros(1, dtype=np.int64)
-    for z in range(0, array.shape[0], _SLAB):
-        slab = np.bincount(array[z : z + _SLAB].ravel().astype(np.int64, copy=False))
-        if slab.size > counts.size:
-            slab[: counts.size] += counts
-            counts = slab
-        else:
-            counts[: slab.size] += slab
-    return np.flatnonzero(counts)
+    return np.flatnonzero(label_counts(array))
 
 
 def check_label_values(array: np.ndarray, labelmap, path) -> None:

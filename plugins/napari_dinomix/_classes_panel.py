@@ -7,6 +7,7 @@ from qtpy.QtGui import QColor, QPixmap, QIcon
 from qtpy.QtWidgets import (QAbstractItemView, QGridLayout, QGroupBox, QHeaderView, QPushButton, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
+from napari_dinomix._class_counter import ClassCounter
 from napari_dinomix._layers import WINDOW_NAMES
 
 
@@ -42,7 +43,9 @@ class ClassesPanel(QWidget):
             self.window_buttons[name] = button
         layout.addWidget(box)
 
-        # Volumes are recounted shortly after edits stop (a bincount of a full CT takes ~0.1 s).
+        # Volumes are recounted shortly after edits stop, in a worker thread (_class_counter).
+        self._counter = ClassCounter(self)
+        self._counter.counted.connect(self._show_counts)
         self._recount = QTimer(self)
         self._recount.setSingleShot(True)
         self._recount.setInterval(500)
@@ -107,7 +110,16 @@ class ClassesPanel(QWidget):
         self._recount.start()
 
     def update_volumes(self) -> None:
-        volumes = self.session.class_volumes_ml()
+        """Recount the shown labels' classes in the background; the table follows when done."""
+        layer, label_map = self.session.labels_layer, self.session.label_map
+        if layer is None or label_map is None:
+            self._counter.forget()
+            self._show_counts(None)
+        else:
+            self._counter.request(layer.data, label_map.num_classes)
+
+    def _show_counts(self, counts) -> None:
+        volumes = {} if counts is None else self.session.class_volumes_ml(counts)
         for row in range(self.table.rowCount()):
             name_item = self.table.item(row, 1)
             label_map = self.session.label_map

@@ -19,6 +19,7 @@ import numpy as np
 from dinomix_core.io import FILE_SUFFIXES, DinomixInputError, LabelMap, Volume, read_labels, read_volume
 from dinomix_core.io.dicom import find_series_folders, is_dicom_file, series_uid_of_file
 from dinomix_core.io.formats import suffix_of
+from dinomix_core.io.label_counts import label_counts
 from dinomix_core.project.scan import looks_like_label
 
 from ._layers import generic_labelmap, image_layer_data, labels_layer_data
@@ -144,7 +145,7 @@ def _as_labelmap(volume: Volume, path: Path) -> LabelMap | None:
     low, high = int(array.min()), int(array.max())
     if low < 0 or high > 255:
         return None
-    present = np.flatnonzero(np.bincount(array.ravel().astype(np.uint8), minlength=256))
+    present = np.flatnonzero(label_counts(array.astype(np.uint8, copy=False)))
     if present.size > _MAX_LABEL_VALUES:
         return None
     named = _classes_beside(path, high)

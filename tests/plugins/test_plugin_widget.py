@@ -93,7 +93,7 @@ def test_classes_panel_paints_the_clicked_class_and_reports_volumes_in_ml(widget
     box = np.zeros(layer.data.shape, bool)
     box[10:12, 40:50, 40:50] = True  # 200 voxels of liver
     layer.data_setitem(np.nonzero(box), 6)
-    qtbot.waitUntil(lambda: panel.table.item(5, 2).text() != "0.0", timeout=5000)
+    qtbot.waitUntil(lambda: panel.table.item(5, 2).text() not in ("", "0.0"), timeout=5000)  # counted in a thread
     case = w.session.project.case(w.session.case_id)
     expected = 200 * float(np.prod(case.spacing_zyx)) / 1000.0
     assert float(panel.table.item(5, 2).text()) == pytest.approx(expected, abs=0.06)
@@ -266,6 +266,32 @@ def test_a_prediction_on_an_empty_map_reuses_its_layer_with_a_fresh_history(widg
     assert session.flush_edits()
     with Project.open(root) as project:
         assert [r.kind for r in project.revisions(case)].count("human") == 1
+
+
+def test_a_newer_prediction_replaces_an_unedited_one_in_place_and_locks_an_edited_one(widget, qtbot):
+    """Showing a model's prediction wrote nothing of the user's: the next run's prediction takes
+    its layer (no locked copy per run). Once corrected, the draft stays on screen, locked."""
+    viewer, w, root = widget
+    session = w.session
+    case = next(r.case_id for r in session.case_rows() if r.status == "unlabeled")
+    session.open_case(case)
+    layer = session.labels_layer
+    count = len(viewer.layers)
+    _, first, _ = _store_model_prediction(root, case, 6)
+    assert session.show_prediction(case, first)
+    _, second, labels = _store_model_prediction(root, case, 9)
+    assert session.show_prediction(case, second)
+    assert session.labels_layer is layer and len(viewer.layers) == count
+    assert layer.metadata["dinomix_revision"] == second and np.array_equal(np.asarray(layer.data), labels)
+    layer.undo()  # the earlier prediction does not come back through undo (it is in the history)
+    assert np.array_equal(np.asarray(layer.data), labels)
+    layer.paint((15, 40, 40), 2, refresh=True)  # corrected: now it holds the user's work
+    corrected = np.asarray(layer.data).copy()
+    _, third, newest = _store_model_prediction(root, case, 3)
+    assert session.show_prediction(case, third)
+    assert session.labels_layer is not layer and len(viewer.layers) == count + 1
+    assert not layer.editable and layer.name.endswith("(locked)") and np.array_equal(np.asarray(layer.data), corrected)
+    assert np.array_equal(np.asarray(session.labels_layer.data), newest)
 
 
 def test_clean_up_checkbox_decides_the_prediction_jobs_postprocessing(widget, monkeypatch):
