@@ -15,7 +15,9 @@ event plus the repaint it causes (``processEvents`` until the window is drawn):
 * ``validation``: a ``ValidationEvent``'s curves (13 organs and the mean);
 * ``prepare_curves``: building those curves, as Start does (once);
 * ``show_prediction``: a stored prediction replacing the empty map of the open case (the
-  first overlay; its layer is reused), then replacing a prediction (a new layer).
+  first overlay; its layer is reused), then replacing an unedited prediction (reused too),
+  then replacing a corrected one (kept, locked; a new layer);
+* ``full_ct_512x512x300``: the same app with a 512 x 512 x 300 CT open (``measure_full_ct``).
 
 Medians and maxima in ms. Under Xvfb every repaint goes through Mesa's software OpenGL
 (the napari canvas is an OpenGL widget in the same window), so these are upper bounds for a
@@ -99,15 +101,66 @@ def measure() -> dict:
     shape = session.image_layer.data.shape
     revisions = []
     with Project.open(root) as project:
-        for k in range(2):
+        for k in range(3):
             run = project.start_run({"note": "GUI step-cost benchmark"}, "supervised", "none")
             labels = np.zeros(shape, np.uint8)
             labels[shape[0] // 4: shape[0] // 2, 20:60, 20:60] = 1 + k
             revisions.append(project.add_prediction(run, case, labels, 0.5, None))
             project.finish_run(run, "completed")
-    for name, revision in zip(("show_prediction_first", "show_prediction_next"), revisions):
+    for name, revision in zip(("show_prediction_first", "show_prediction_next", "show_prediction_over_edits"), revisions):
+        if name == "show_prediction_over_edits":  # a corrected prediction is kept, locked: a new layer
+            session.labels_layer.paint((shape[0] // 3, 30, 30), 2, refresh=True)
         out[name] = _timed(app, lambda i, r=revision: session.show_prediction(case, r), 1)
         _timed(app, lambda i: None, 20, 0.01)
+    window.close()
+    return out
+
+
+def measure_full_ct() -> dict:
+    """A 512 x 512 x 300 CT open in the app: what a prediction arriving mid-training costs.
+
+    ``prediction_read``: reading the stored prediction (hash check, gzip, SimpleITK), done in
+    a worker thread since 2026-12-05; ``prediction_shown``: the GUI thread's part, the read
+    labels replacing the unedited earlier prediction in place (plus the repaint);
+    ``class_counts``: the Classes panel's recount (worker thread), with ``label_counts`` and
+    with the ``np.bincount`` it replaced.
+    """
+    from napari.qt import get_qapp
+
+    from benchmarks.gui_responsiveness import make_big_project
+    from dinomix_core.io.label_counts import label_counts
+    from dinomix_core.project import Project
+    from dinomix_core.project.revisions import read_revision_file
+
+    work = Path(tempfile.mkdtemp(prefix="dinomix-gui-step-ct-"))
+    root = make_big_project(work)
+    app = get_qapp()
+    from dinomix_app.heap import freeze_startup_heap
+    from dinomix_app.main_window import MainWindow
+
+    window = MainWindow(root)  # opens the CT with its stored prediction
+    freeze_startup_heap()
+    window.resize(1500, 950)
+    window.show()
+    _timed(app, lambda i: None, 50, 0.01)
+    session = window.session
+    case, shape = session.case_id, session.image_layer.data.shape
+    revisions = []
+    with Project.open(root) as project:
+        for k in range(3):
+            run = project.start_run({"note": "GUI step-cost benchmark"}, "supervised", "none")
+            labels = np.zeros(shape, np.uint8)
+            labels[100:200, 150 + 20 * k: 300, 150:300] = 6
+            revisions.append(project.add_prediction(run, case, labels, 0.5, None))
+            project.finish_run(run, "completed")
+        revs = [project.revision(r) for r in revisions]
+    read = [read_revision_file(r) for r in revs]
+    out = {"prediction_read": _timed(app, lambda i: read_revision_file(revs[i]), 3)}
+    out["prediction_shown"] = _timed(app, lambda i: session.show_prediction(case, revisions[i], labels=read[i]), 3)
+    data = np.asarray(session.labels_layer.data)
+    out["class_counts"] = _timed(app, lambda i: label_counts(data, 14), 5)
+    out["class_counts_np_bincount"] = _timed(app, lambda i: np.bincount(data.reshape(-1), minlength=14), 5)
+    window.panel.shutdown()
     window.close()
     return out
 
@@ -118,7 +171,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import platform
 
-    doc = {"events": measure(), "window": [1500, 950], "cpu_cores": os.cpu_count(), "platform": platform.platform(),
+    doc = {"events": measure(), "full_ct_512x512x300": measure_full_ct(), "window": [1500, 950], "cpu_cores": os.cpu_count(), "platform": platform.platform(),
            "gl": "Mesa llvmpipe under Xvfb" if os.environ.get("DISPLAY") else "unknown",
            "measured_at": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps(doc, indent=1))

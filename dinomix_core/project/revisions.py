@@ -78,6 +78,26 @@ def _row_to_revision(project, row: dict) -> Revision:
     )
 
 
+def check_revision_file(rev: Revision) -> None:
+    """Raise :class:`ProjectError` when a revision's file is missing or not the one saved (hash)."""
+    if not rev.path.exists():
+        raise ProjectError(rev.path, f"the file of revision {rev.id} (case {rev.case_id!r}) is missing.",
+                           "Restore it from a backup, or restore another revision.")
+    if content_hash(rev.path) != rev.file_hash:
+        raise ProjectError(rev.path, f"the file of revision {rev.id} (case {rev.case_id!r}) was modified outside "
+                           "DINO-Mix (hash differs).", "Restore it from a backup, or restore another revision.")
+
+
+def read_revision_file(rev: Revision) -> Volume:
+    """A revision's label map (z, y, x) read from its file, checked first; no database access.
+
+    Files only: the GUI reads a prediction in a worker thread with it, while the project's
+    SQLite connection stays on the GUI thread.
+    """
+    check_revision_file(rev)
+    return read_labels(rev.path)
+
+
 class RevisionsMixin:
     """Revision operations of :class:`~dinomix_core.project.store.Project`."""
 
@@ -201,17 +221,10 @@ class RevisionsMixin:
 
     def load_labels(self, revision_id: int) -> Volume:
         """A revision's label map (z, y, x), after checking its file is the one saved."""
-        rev = self.revision(revision_id)
-        self._check_file(rev)
-        return read_labels(rev.path)
+        return read_revision_file(self.revision(revision_id))
 
     def _check_file(self, rev: Revision) -> None:
-        if not rev.path.exists():
-            raise ProjectError(rev.path, f"the file of revision {rev.id} (case {rev.case_id!r}) is missing.",
-                               "Restore it from a backup, or restore another revision.")
-        if content_hash(rev.path) != rev.file_hash:
-            raise ProjectError(rev.path, f"the file of revision {rev.id} (case {rev.case_id!r}) was modified outside "
-                               "DINO-Mix (hash differs).", "Restore it from a backup, or restore another revision.")
+        check_revision_file(rev)
 
     # -- changing ----------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ from qtpy.QtGui import QColor, QPixmap, QIcon
 from qtpy.QtWidgets import (QAbstractItemView, QGridLayout, QGroupBox, QHeaderView, QPushButton, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
-from napari_dinomix._class_counter import ClassCounter
+from dinomix_core.io.label_counts import label_counts
+from napari_dinomix._newest_only import NewestOnly
 from napari_dinomix._layers import WINDOW_NAMES
 
 
@@ -43,9 +44,10 @@ class ClassesPanel(QWidget):
             self.window_buttons[name] = button
         layout.addWidget(box)
 
-        # Volumes are recounted shortly after edits stop, in a worker thread (_class_counter).
-        self._counter = ClassCounter(self)
-        self._counter.counted.connect(self._show_counts)
+        # Volumes are recounted shortly after edits stop, in a worker thread (_newest_only).
+        self._counter = NewestOnly("class-counts", self)
+        self._counter.done.connect(lambda counts, _tag: self._show_counts(counts))
+        self._counter.failed.connect(lambda text, _tag: session.message.emit("error", f"Counting class volumes failed: {text}"))
         self._recount = QTimer(self)
         self._recount.setSingleShot(True)
         self._recount.setInterval(500)
@@ -116,7 +118,7 @@ class ClassesPanel(QWidget):
             self._counter.forget()
             self._show_counts(None)
         else:
-            self._counter.request(layer.data, label_map.num_classes)
+            self._counter.request(label_counts, layer.data, label_map.num_classes)
 
     def _show_counts(self, counts) -> None:
         volumes = {} if counts is None else self.session.class_volumes_ml(counts)

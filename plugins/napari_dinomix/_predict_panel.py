@@ -95,7 +95,7 @@ class PredictPanel(QWidget):
         self.status.setText(f"{event.case_id} predicted (uncertainty {event.score:.3f})"
                             + (f" — {event.teacher_note}" if "RANDOM" in (event.teacher_note or "") else ""))
         if event.case_id == self.session.case_id and event.revision_id is not None:
-            self.session.show_prediction(event.case_id, event.revision_id)  # with its uncertainty if wanted
+            self.session.show_prediction_soon(event.case_id, event.revision_id)  # with its uncertainty if wanted
 
     def _on_finished(self, outcome) -> None:
         self._set_running(False)

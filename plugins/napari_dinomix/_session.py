@@ -22,6 +22,7 @@ import napari_dinomix._no_triton  # noqa: F401  (first: see the module)
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
@@ -29,10 +30,11 @@ from qtpy.QtCore import QObject, Signal
 from dinomix_core.io import LabelMap
 from dinomix_core.io.label_counts import label_counts
 from dinomix_core.project import Project, ProjectError
-from dinomix_core.project.revisions import Revision
+from dinomix_core.project.revisions import Revision, read_revision_file
 
 from napari_dinomix._autosave import LabelsAutosave, make_project_saver, replace_labels
 from napari_dinomix._layers import image_layer_data, labels_layer_data, window_limits
+from napari_dinomix._newest_only import NewestOnly
 
 GUI_BUSY_TIMEOUT_S = 3.0  # a project another program is writing answers within this, or says it is busy
 LAYER_TAG = "dinomix_role"  # metadata key telling our layers apart from the user's own
@@ -82,6 +84,11 @@ class AnnotationSession(QObject):
         self.uncertainty_wanted = False
         self._locked_layers: list = []
         self.autosave: LabelsAutosave | None = None
+        self._prediction_reader = NewestOnly("prediction-reader", self)
+        self._prediction_reader.done.connect(self._on_prediction_read)
+        self._prediction_reader.failed.connect(
+            lambda text, _tag: self.message.emit("error", f"Could not show the new prediction: {text}"))
+        self._still_wanted: Callable[[int], bool] = lambda _revision_id: True
 
     # -- project ---------------------------------------------------------------------------
 
@@ -250,7 +257,29 @@ class AnnotationSession(QObject):
         self.labels_changed.emit(layer)
         return layer
 
-    def show_prediction(self, case_id: str, revision_id: int) -> bool:
+    def show_prediction_soon(self, case_id: str, revision_id: int, still_wanted: Callable[[int], bool] | None = None) -> None:
+        """Read a stored prediction of the open case in a worker thread, then show it.
+
+        For predictions the user did not ask for at that moment (a training run's, a batch
+        prediction's): reading one of a full CT took 210 ms of the GUI thread (see
+        ``_newest_only``). ``still_wanted(revision_id)`` is asked again when the read is done,
+        on the GUI thread: whatever happened meanwhile (strokes, another case, a newer
+        prediction) decides; a newer request replaces this one.
+        """
+        if case_id != self.case_id or self.project is None:
+            return
+        self._still_wanted = still_wanted or (lambda _revision_id: True)
+        rev = self.project.revision(revision_id)
+        self._prediction_reader.request(read_revision_file, rev, tag=(self.project.root, case_id, rev.id))
+
+    def _on_prediction_read(self, labels, tag) -> None:
+        root, case_id, revision_id = tag
+        if self.project is None or self.project.root != root or case_id != self.case_id:
+            return
+        if self._still_wanted(revision_id):
+            self.show_prediction(case_id, revision_id, labels=labels)
+
+    def show_prediction(self, case_id: str, revision_id: int, *, labels=None) -> bool:
         """Put a stored model prediction of the open case on screen as an editable layer.
 
         The human layer, if any, is saved, locked and kept visible underneath; a layer holding
@@ -260,7 +289,8 @@ class AnnotationSession(QObject):
         if case_id != self.case_id or self.project is None:
             return False
         rev = self.project.revision(revision_id)
-        labels = self.project.load_labels(rev.id)
+        if labels is None:  # else read already (show_prediction_soon), from the same revision
+            labels = self.project.load_labels(rev.id)
         image = self.project.load_image(case_id) if self.image_layer is None else None
         if self.autosave is not None:
             if not self.autosave.flush():

@@ -117,15 +117,22 @@ class DinomixWidget(QWidget):
             self._show_latest_model_revision()
 
     def _show_latest_model_revision(self) -> None:
+        revision_id = self._unshown_model_revision()
+        if revision_id is not None:  # read in a worker thread; still wanted when read?
+            self.session.show_prediction_soon(self.session.case_id, revision_id,
+                                              still_wanted=lambda r: r == self._unshown_model_revision())
+
+    def _unshown_model_revision(self) -> int | None:
+        """The open case's newest prediction when it is not on screen and no human work is in its way."""
         session = self.session
         if session.project is None or session.case_id is None:
-            return
+            return None
         revisions = session.project.revisions(session.case_id)
         if any(r.kind == "human" for r in revisions) or (session.autosave is not None and session.autosave.dirty):
-            return
+            return None
         model = [r for r in revisions if r.kind == "model"]
-        if model and model[-1].id != (session.labels_layer.metadata.get("dinomix_revision") if session.labels_layer else None):
-            session.show_prediction(session.case_id, model[-1].id)
+        shown = session.labels_layer.metadata.get("dinomix_revision") if session.labels_layer else None
+        return model[-1].id if model and model[-1].id != shown else None
 
     # -- status ----------------------------------------------------------------------------
 

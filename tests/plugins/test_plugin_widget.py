@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -236,6 +237,7 @@ def test_a_prediction_stored_mid_run_is_shown_at_once_for_the_open_case_only(wid
     painted = np.asarray(session.labels_layer.data).copy()
     run, revision, _ = _store_model_prediction(root, unlabeled[0], 9)
     w.jobs.prediction_stored.emit(PredictionStoredEvent(unlabeled[0], revision, 0.5, run))
+    qtbot.wait(500)  # time enough for the read in the worker thread
     assert np.array_equal(np.asarray(session.labels_layer.data), painted)
 
 
@@ -329,3 +331,40 @@ def test_a_quick_first_model_stores_fast_first_overlays(widget, monkeypatch):
         w.jobs.train_worker = None
         w.jobs._set_state("idle")
     assert [s.fast_predictions for s in specs] == [True, False, False]
+
+
+def test_a_prediction_shown_soon_is_read_in_a_worker_thread_and_dropped_if_the_case_changed(widget, qtbot, monkeypatch):
+    from napari_dinomix import _session
+
+    viewer, w, root = widget
+    session = w.session
+    first, second = [r.case_id for r in session.case_rows() if r.status == "unlabeled"][:2]
+    threads = []
+    real_read = _session.read_revision_file
+    monkeypatch.setattr(_session, "read_revision_file",
+                        lambda rev: (threads.append(threading.current_thread().name), real_read(rev))[1])
+    session.open_case(first)
+    _, revision, labels = _store_model_prediction(root, first, 6)
+    session.show_prediction_soon(first, revision)
+    assert session.labels_layer.metadata.get("dinomix_revision") is None  # not on the GUI thread, not yet
+    qtbot.waitUntil(lambda: session.labels_layer.metadata.get("dinomix_revision") == revision, timeout=10_000)
+    assert np.array_equal(np.asarray(session.labels_layer.data), labels)
+    assert threads and threads[0].startswith("dinomix-prediction-reader")
+    # the user moves on before the read is done: the other case stays as it is
+    _, late, _ = _store_model_prediction(root, first, 9)
+    session.show_prediction_soon(first, late)
+    session.open_case(second)
+    qtbot.wait(500)
+    assert session.case_id == second and session.labels_layer.metadata.get("dinomix_revision") is None
+    # a prediction file changed on disk: one readable line, nothing replaced
+    messages = []
+    session.message.connect(lambda level, text: messages.append((level, text)))
+    _, broken, _ = _store_model_prediction(root, second, 4)
+    with Project.open(root) as project:
+        path = project.revision(broken).path
+    path.write_bytes(path.read_bytes()[:-8])
+    session.show_prediction_soon(second, broken)
+    qtbot.waitUntil(lambda: bool(messages), timeout=10_000)
+    level, text = messages[-1]
+    assert level == "error" and "Could not show the new prediction" in text and "hash differs" in text and "\n" not in text
+    assert session.labels_layer.metadata.get("dinomix_revision") is None
