@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButtonBox, 
                             QSpinBox, QWidget)
 
 from dinomix_core.io import WINDOW_PRESETS
+from napari_dinomix._status_line import StatusLine
 from napari_dinomix._widget import DinomixWidget
 from napari_dinomix._worker import prewarm_worker, prewarming
 
@@ -150,15 +151,17 @@ class MainWindow(QMainWindow):
         bar = self.statusBar()
         self.device_label = QLabel()
         self.project_label = QLabel("no project")
-        self.training_label = QLabel("training: idle")
+        # Changes every second while training: a StatusLine repaints without re-laying out the bar.
+        self.training_label = StatusLine("training: idle")
         self.saved_label = QLabel("")
-        for widget in (self.device_label, self.project_label, self.training_label):
+        for widget in (self.device_label, self.project_label):
             bar.addWidget(widget)
+        bar.addWidget(self.training_label, 1)
         bar.addPermanentWidget(self.saved_label)
         self._show_device()
         self.session.save_state.connect(self._show_saved)
         self.session.labels_changed.connect(lambda layer: self._show_saved("none" if layer is None else "saved"))
-        self.jobs.step.connect(self._on_step)
+        self.jobs.progress.connect(self._on_progress)  # once a second, in the panel's repaint
         self.jobs.validation.connect(self._on_validation)
         self.jobs.training_state.connect(self._on_training_state)
         self._last_dice: str = ""
@@ -174,7 +177,7 @@ class MainWindow(QMainWindow):
         self.saved_label.setText(text)
         self.saved_label.setStyleSheet(f"color: {color};")
 
-    def _on_step(self, ev) -> None:
+    def _on_progress(self, ev) -> None:
         minutes, seconds = divmod(int(ev.eta_seconds), 60)
         self.training_label.setText(f"training: step {ev.step} / {ev.total_steps}, ETA {minutes}:{seconds:02d}"
                                     + (f", last Dice {self._last_dice}" if self._last_dice else ""))

@@ -21,6 +21,7 @@ from dinomix_core.engine.events import CheckpointEvent, PredictionStoredEvent, S
 from dinomix_core.engine.jobs import PredictJobSpec, TrainJobSpec
 from dinomix_core.engine.presets import preset_fields, with_student
 
+from napari_dinomix._throttle import Throttle
 from napari_dinomix._worker import JobOutcome, JobWorker
 
 TRAIN_TARGET = "dinomix_core.engine.jobs:run_train_job"
@@ -31,6 +32,8 @@ PREDICT_TARGET = "napari_dinomix._job_targets:predict_cases"
 # two minutes on 2 CPU cores), "Better first model" the "quick" recipe `dinomix demo` trains
 # (the 2.5D student, 1,000 steps: every phantom organ; dinomix_core/engine/presets.py),
 # "Standard" the engine default for real CT.
+# Progress readouts (bar, status bar, loss plot) change at most once a second: see _throttle.
+PROGRESS_MS = 1000
 QUICK_PRESET = "Quick first model"
 BETTER_PRESET = "Better first model"
 PRESETS: dict[str, dict] = {
@@ -79,7 +82,8 @@ class JobsController(QObject):
     """Starts, stops and follows the project's training and prediction workers."""
 
     stage = Signal(object)  # StageEvent
-    step = Signal(object)  # StepEvent
+    step = Signal(object)  # StepEvent, every one (the loss plot keeps them all)
+    progress = Signal(object)  # the newest StepEvent, at most once per PROGRESS_MS: what progress readouts show
     validation = Signal(object)  # ValidationEvent
     checkpoint = Signal(object)  # CheckpointEvent
     prediction_stored = Signal(object)  # PredictionStoredEvent: a training run stored one case's prediction
@@ -98,6 +102,8 @@ class JobsController(QObject):
         self.run_id: int | None = None
         self.state = "idle"
         self.last_request: TrainRequest | None = None
+        self._progress = Throttle(PROGRESS_MS, self)
+        self._progress.passed.connect(self.progress.emit)
 
     # -- training --------------------------------------------------------------------------
 
@@ -129,6 +135,7 @@ class JobsController(QObject):
         )
         self.last_request = request
         self.run_id = None
+        self._progress.drop()
         worker = JobWorker(TRAIN_TARGET, spec, num_threads=request.num_threads, parent=self)
         worker.event.connect(self._on_train_event)
         worker.finished.connect(self._on_train_finished)
@@ -158,6 +165,7 @@ class JobsController(QObject):
             if self.state == "starting":
                 self._set_state("running")
             self.step.emit(event)
+            self._progress.offer(event)
         elif isinstance(event, ValidationEvent):
             self.validation.emit(event)
             where = "held-out " + ", ".join(event.cases) if event.held_out else "training cases (not held out)"
@@ -176,6 +184,7 @@ class JobsController(QObject):
 
     def _on_train_finished(self, outcome: JobOutcome) -> None:
         self.train_worker = None
+        self._progress.flush()  # the run's last step, if it waits
         message = outcome.message or outcome.status
         if outcome.status == "failed" and self.run_id is not None:
             self._mark_failed(self.run_id, message)

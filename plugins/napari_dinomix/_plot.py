@@ -1,7 +1,8 @@
 """Live training plot: loss curves and per-class validation Dice, updated from engine events.
 
 Step events only touch the loss curves, at most every ``redraw_ms`` (2 s; the last steps of
-a burst are drawn when it has passed); the Dice curves (one per class, with markers) are set
+a burst are drawn when it has passed; the Train panel records every step and asks for a draw
+with its once-a-second progress update, so both share one repaint); the Dice curves (one per class, with markers) are set
 again only when a validation arrives. Setting all of them on every redraw cost 11.6 ms of
 the GUI thread four times a second on 2 cores (median of 40, the app window under software
 OpenGL); drawing the loss curves alone costs ~15 ms there (benchmarks.gui_step_cost), so
@@ -57,6 +58,12 @@ class TrainingPlot(QWidget):
         self._last_draw = 0.0
 
     def add_step(self, step: int, losses: dict) -> None:
+        """Keep a step's losses and show them (now, or with the next due redraw)."""
+        self.record_step(step, losses)
+        self.show_steps()
+
+    def record_step(self, step: int, losses: dict) -> None:
+        """Keep a step's losses; nothing is drawn (the panel calls ``show_steps`` once a second)."""
         self.steps.append(int(step))
         for key in LOSS_KEYS:
             if key in losses:
@@ -64,6 +71,9 @@ class TrainingPlot(QWidget):
         for key, values in self.losses.items():
             value = float(losses.get(key, float("nan")))
             values.append(value if value > 0 else float("nan"))  # log scale: non-positive terms are gaps
+
+    def show_steps(self) -> None:
+        """Draw the recorded steps if ``redraw_ms`` has passed, else when it has."""
         wait = self.redraw_ms / 1000.0 - (time.monotonic() - self._last_draw)
         if wait <= 0:
             self._draw_losses()

@@ -104,7 +104,8 @@ class TrainPanel(QWidget):
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(jobs.stop_training)
         self.resume_button.clicked.connect(self.resume)
-        jobs.step.connect(self._on_step)
+        jobs.step.connect(lambda ev: self.plot.record_step(ev.step, ev.losses))
+        jobs.progress.connect(self._on_progress)
         jobs.stage.connect(self._on_stage)
         jobs.validation.connect(lambda ev: self.plot.add_validation(ev.step, ev.per_class_dice, ev.mean_dice))
         jobs.log.connect(self.log.appendPlainText)
@@ -220,17 +221,18 @@ class TrainPanel(QWidget):
 
     # -- progress --------------------------------------------------------------------------
 
-    def _on_step(self, ev) -> None:
-        # One widget repaints per step: the bar carries the step, ETA and loss. Each repaint
-        # costs the GUI thread ~10 ms under software OpenGL whatever its size; the bar and a
-        # separate text line cost 21 ms a step, the bar alone 12 ms (benchmarks.gui_step_cost).
+    def _on_progress(self, ev) -> None:
+        # At most once a second (Jobs.progress): the bar carries the step, ETA and loss, and
+        # the loss plot draws in the same repaint when due. Each repaint costs the GUI thread
+        # ~10 ms under software OpenGL whatever its size; the bar and a separate text line cost
+        # 21 ms, the bar alone 12 ms (benchmarks.gui_step_cost).
         total = ev.losses.get("total")
         loss = "" if total is None else f" · loss {total:.3f}"
         self.progress.setFormat(f"%v / %m · ETA {_format_eta(ev.eta_seconds)}{loss}")
         self.progress.setRange(0, ev.total_steps)
         self.progress.setValue(ev.step)
         self.status.setText(f"training: {ev.total_steps} steps")  # unchanged text: no repaint
-        self.plot.add_step(ev.step, ev.losses)
+        self.plot.show_steps()
 
     def _on_stage(self, ev) -> None:
         if ev.stage == "training":

@@ -155,3 +155,26 @@ def test_closing_while_training_asks_and_keeps_the_checkpoint(window, qtbot, ans
         run = p.latest_run()
         assert run.status == "cancelled"
         assert (p.runs_dir(run.id) / "last.pt").exists()
+
+
+def test_step_events_reach_the_readouts_once_a_second_and_the_last_step_is_shown(window, qtbot):
+    """Every step is kept for the loss plot; the bars and the status bar change at most once a
+    second (one repaint each time), and the run's last step shows when it ends."""
+    from dinomix_core.engine.events import StepEvent
+    from napari_dinomix import _jobs
+
+    jobs, panel = window.jobs, window.panel.train_panel
+    shown = []
+    jobs.progress.connect(lambda ev: shown.append(ev.step))
+    for step in range(1, 31):  # a burst, faster than the readouts change
+        jobs._on_train_event(StepEvent(step, 30, {"total": 1.0 / step}, 0.01, 0.1, 0.1 * (30 - step)))
+    assert shown == [1] and panel.plot.steps == list(range(1, 31))
+    assert "step 1 / 30" in window.training_label.text() and panel.progress.value() == 1
+    qtbot.waitUntil(lambda: shown == [1, 30], timeout=3 * _jobs.PROGRESS_MS)
+    assert "step 30 / 30" in window.training_label.text() and panel.progress.value() == 30
+    qtbot.wait(_jobs.PROGRESS_MS + 200)  # a quiet spell: the next step shows at once
+    jobs._on_train_event(StepEvent(31, 40, {"total": 0.1}, 0.01, 0.1, 0.9))
+    assert shown == [1, 30, 31]
+    jobs._on_train_event(StepEvent(32, 40, {"total": 0.1}, 0.01, 0.1, 0.8))
+    jobs._progress.flush()  # what the end of a run does
+    assert shown == [1, 30, 31, 32] and panel.progress.value() == 32
