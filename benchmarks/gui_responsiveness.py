@@ -224,11 +224,14 @@ def responsiveness(args) -> dict:
     window.resize(1500, 950)
     window.show()
     window.start_worker_standby()  # as `dinomix-app` does once its window is up
+    wait(app, 0.5)
+    renderer = gl_renderer(window)
     session = window.session
     unlabeled = [r.case_id for r in session.case_rows() if r.status == "unlabeled"]
     session.open_case(unlabeled[0])
     wait(app, 2.0)
     interaction = Interaction(window)
+    wait(app, 1.0)  # its scratch layer's first render is not part of "idle"
     probe = StallProbe(interacting=interaction.timer.isActive)
 
     probe.start()
@@ -304,7 +307,7 @@ def responsiveness(args) -> dict:
                      "device": args.device, "cases": args.cases, "labeled": 2, "phantom_size": "small",
                      "probe_interval_ms": 10, "interaction": "pan + zoom + slice change + paint stroke every 50 ms",
                      "worker_threads": "all cores, OpenMP passive wait"},
-        "screenshot": str(shot), "log_tail": log.splitlines()[-6:],
+        "screenshot": str(shot), "log_tail": log.splitlines()[-6:], "gl_renderer": renderer,
     }
 
 
@@ -394,6 +397,17 @@ def memory(project: Path) -> dict:
                     "stored as a model revision (memory, not quality)"}
 
 
+def gl_renderer(window) -> str:
+    """The OpenGL renderer the viewer's canvas draws with ("llvmpipe ..." is Mesa's software GL)."""
+    from vispy.gloo import gl
+
+    try:
+        window.qt_viewer.canvas.native.makeCurrent()
+        return f"{gl.glGetParameter(gl.GL_RENDERER)} | OpenGL {gl.glGetParameter(gl.GL_VERSION)}"
+    except Exception as exc:  # a report without the renderer beats no report
+        return f"unknown ({exc})"
+
+
 def machine() -> dict:
     import torch
 
@@ -430,6 +444,8 @@ def main(argv=None) -> int:
         "max_stall_ms": t["max_ms"], "p99_stall_ms": t["p99_ms"], "baseline_max_stall_ms": result["baseline"]["max_ms"],
         "baseline_p99_stall_ms": result["baseline"]["p99_ms"],
         "quiet_max_stall_ms": result["training_quiet"]["max_ms"], "quiet_p99_stall_ms": result["training_quiet"]["p99_ms"],
+        "watching_max_stall_ms": None if result["watching"] is None else result["watching"]["stalls"]["max_ms"],
+        "watching_p99_stall_ms": None if result["watching"] is None else result["watching"]["stalls"]["p99_ms"],
         "first_overlay_s": result["first_overlay_s"],
         "first_overlay_interacting_s": result["first_overlay_interacting_s"],
         **result, "machine": machine(), "measured_at": time.strftime("%Y-%m-%d %H:%M"),

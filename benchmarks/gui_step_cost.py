@@ -110,7 +110,7 @@ def measure() -> dict:
             project.finish_run(run, "completed")
     for name, revision in zip(("show_prediction_first", "show_prediction_next", "show_prediction_over_edits"), revisions):
         if name == "show_prediction_over_edits":  # a corrected prediction is kept, locked: a new layer
-            session.labels_layer.paint((shape[0] // 3, 30, 30), 2, refresh=True)
+            session.labels_layer.paint((shape[0] // 3, 30, 30), 9, refresh=True)  # 9: not in the shown map
         out[name] = _timed(app, lambda i, r=revision: session.show_prediction(case, r), 1)
         _timed(app, lambda i: None, 20, 0.01)
     window.close()

@@ -228,11 +228,13 @@ class AnnotationSession(QObject):
         """Add an editable labels layer for the open case and put the autosave on it.
 
         ``reuse``: a labels layer of this case (same grid and classes) to show the labels in
-        instead. Adding a Labels layer builds napari's visuals and overlays: 181 ms of the GUI
-        thread with its repaint under software OpenGL against 55 ms reusing one
-        (``benchmarks.gui_step_cost``); a prediction replacing an empty map reuses it.
+        instead. Adding a Labels layer builds napari's visuals and overlays: 141-181 ms of the
+        GUI thread with its repaint under software OpenGL against 50-55 ms reusing one
+        (``benchmarks.gui_step_cost``); see ``_holds_nothing_of_the_users`` for when.
         """
-        data, kwargs, _ = labels_layer_data(array.astype(np.uint8, copy=True), label_map, name=name, reference=image)
+        # Both callers pass a map read or made for this call: the layer may own it without a copy
+        # (20 ms of the GUI thread for a 512 x 512 x 300 map).
+        data, kwargs, _ = labels_layer_data(np.asarray(array, dtype=np.uint8), label_map, name=name, reference=image)
         meta = kwargs.setdefault("metadata", {})
         meta[LAYER_TAG] = "labels"
         meta["dinomix_case"] = self.case_id
@@ -323,7 +325,7 @@ class AnnotationSession(QObject):
 
         Edits are flushed before this is asked: an edited prediction has become a human draft
         and the layer points at it, so it is locked and kept on screen. Replacing an unedited
-        prediction in place spares the GUI thread a new layer (181 against 55 ms under
+        prediction in place spares the GUI thread a new layer (141-181 against 50-55 ms under
         software OpenGL, ``benchmarks.gui_step_cost``) and the layer list a locked copy per run.
         """
         revision_id = layer.metadata.get("dinomix_revision")

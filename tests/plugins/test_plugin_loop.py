@@ -116,7 +116,10 @@ def test_clinician_loop(widget, scans, qtbot, tmp_path):
     # 5. predict the current case in the background: an editable layer named after its run
     assert session.open_case(case_ids[1])
     assert w.predict_panel.predict_current()
-    qtbot.waitUntil(lambda: not w.jobs.predicting and "prediction run-" in session.labels_layer.name, timeout=120_000)
+    # the case already shows the training run's prediction: wait for this job's (read in a worker thread)
+    qtbot.waitUntil(lambda: not w.jobs.predicting and session.labels_layer.metadata.get("dinomix_revision")
+                    == _newest_model_revision(session.root, case_ids[1]), timeout=120_000)
+    assert "prediction run-" in session.labels_layer.name
     predicted = np.asarray(session.labels_layer.data).copy()
     assert session.labels_layer.editable
 
@@ -197,3 +200,9 @@ def _newest_voxels(root: Path, case_id: str):
     with Project.open(root, tidy=False) as p:
         rev = p.current_revision(case_id)
         return None if rev is None else p.load_labels(rev.id).array
+
+
+def _newest_model_revision(root: Path, case_id: str) -> int | None:
+    with Project.open(root, tidy=False) as p:
+        model = [r.id for r in p.revisions(case_id) if r.kind == "model"]
+        return model[-1] if model else None
