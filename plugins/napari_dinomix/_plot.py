@@ -11,11 +11,12 @@ they are drawn every 2 s rather than at every step.
 
 from __future__ import annotations
 
+import math
 import time
 
 import pyqtgraph as pg
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 LOSS_KEYS = ("total", "sup", "unl", "fkd")  # drawn when present in the step's losses
 LOSS_COLORS = ("#f0f0f0", "#4fc3f7", "#ffb74d", "#81c784")
@@ -31,14 +32,22 @@ class TrainingPlot(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         self.loss_plot = pg.PlotWidget(title="losses")
         self.loss_plot.setLogMode(y=True)
-        self.loss_plot.addLegend(offset=(-5, 5), brush=(0, 0, 0, 160), labelTextSize="7pt")
+        # The curves are named in the title, in their colours: a legend box covered the curves'
+        # newest steps. The log axis is labelled 1-2-5 (pyqtgraph's own labels of 0.4..0.9
+        # overlapped each other at this height).
         self.loss_plot.setMinimumHeight(150)
         self.dice_plot = pg.PlotWidget(title="validation Dice (%)")
         self.dice_plot.setYRange(0, 100)
-        self.dice_plot.addLegend(offset=(-5, 5), colCount=3, brush=(0, 0, 0, 160), labelTextSize="7pt")
-        self.dice_plot.setMinimumHeight(180)  # room for the legend of 13 organs and the mean
+        self.dice_plot.setMinimumHeight(150)
+        # The classes' colours in a line of text under the plot, not a legend box inside it:
+        # 14 entries covered the top of the plot, where the large organs' curves run.
+        self.dice_names = QLabel()
+        self.dice_names.setTextFormat(Qt.TextFormat.RichText)
+        self.dice_names.setWordWrap(True)
+        self.dice_names.setStyleSheet("font-size: 8pt; background-color: black; padding: 2px;")  # as the plots
         layout.addWidget(self.loss_plot)
         layout.addWidget(self.dice_plot)
+        layout.addWidget(self.dice_names)
         self.class_colors: dict[str, tuple[int, int, int]] = {}
         self._pending = QTimer(self)
         self._pending.setSingleShot(True)
@@ -56,6 +65,8 @@ class TrainingPlot(QWidget):
         self._loss_curves: dict[str, pg.PlotDataItem] = {}
         self._dice_curves: dict[str, pg.PlotDataItem] = {}
         self._last_draw = 0.0
+        self.loss_plot.setTitle("losses", size="9pt")
+        self.dice_names.setText("")
 
     def add_step(self, step: int, losses: dict) -> None:
         """Keep a step's losses and show them (now, or with the next due redraw)."""
@@ -103,10 +114,18 @@ class TrainingPlot(QWidget):
         for i, (key, values) in enumerate(self.losses.items()):
             curve = self._loss_curves.get(key)
             if curve is None:
-                color = LOSS_COLORS[LOSS_KEYS.index(key)] if key in LOSS_KEYS else LOSS_COLORS[i % len(LOSS_COLORS)]
-                curve = self._loss_curves[key] = self.loss_plot.plot(name=key, pen=pg.mkPen(color, width=1.5),
+                curve = self._loss_curves[key] = self.loss_plot.plot(name=key, pen=pg.mkPen(_loss_color(i, key), width=1.5),
                                                                      connect="finite")
             curve.setData(self.steps, values)
+        self._label_losses()
+
+    def _label_losses(self) -> None:
+        names = " · ".join(f'<span style="color:{_loss_color(i, key)}">{key}</span>' for i, key in enumerate(self._loss_curves))
+        self.loss_plot.setTitle(f"losses  {names}" if names else "losses", size="9pt")
+        finite = [v for values in self.losses.values() for v in values if v == v and v > 0]
+        if finite:
+            ticks = log_ticks(min(finite), max(finite))
+            self.loss_plot.getAxis("left").setTicks([[(math.log10(v), f"{v:g}") for v in ticks], []])
 
     def prepare(self, classes) -> None:
         """Build the Dice curves of ``classes`` (names) and the mean before a run starts.
@@ -126,8 +145,38 @@ class TrainingPlot(QWidget):
             curve = self._dice_curves[name] = self.dice_plot.plot(
                 name=name, pen=pg.mkPen(color, width=width), symbol="o", symbolSize=4,
                 symbolBrush=color, connect="finite")
+            self._name_dice_curves()
         return curve
+
+    def _name_dice_curves(self) -> None:
+        def entry(name: str) -> str:
+            r, g, b = [int(c) for c in self.class_colors.get(name, (255, 255, 255))[:3]]
+            text = f"<b>{name}</b>" if name == "mean" else name
+            return f'<span style="color:rgb({r},{g},{b})">■&nbsp;{text}</span>'
+
+        names = sorted(self._dice_curves, key=lambda n: n != "mean")  # the mean first
+        self.dice_names.setText("&nbsp; ".join(entry(n) for n in names))  # wraps between entries only
 
     def _draw_dice(self) -> None:
         for name, values in self.dice.items():
             self._dice_curve(name).setData(self.dice_steps, values)
+
+
+def _loss_color(index: int, key: str) -> str:
+    return LOSS_COLORS[LOSS_KEYS.index(key)] if key in LOSS_KEYS else LOSS_COLORS[index % len(LOSS_COLORS)]
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Axis labels for a log scale from ``low`` to ``high`` (> 0): the 1-2-5 values in between,
+    thinned to 1s alone over more than three decades, and the two nearest 1-2-5 values
+    outside when fewer than two fall in between."""
+    low, high = min(low, high), max(low, high)
+    steps = (1.0,) if math.log10(high / low) > 3 else (1.0, 2.0, 5.0)
+    values = [m * 10.0 ** e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 2)
+              for m in steps]
+    inside = [v for v in values if low <= v <= high]
+    if len(inside) >= 2:
+        return inside
+    below = [v for v in values if v < low][-1:]
+    above = [v for v in values if v > high][:1]
+    return below + inside + above

@@ -91,3 +91,23 @@ def test_status_line_changes_text_without_asking_its_layout_for_room(qtbot):
     assert label_panel.width() > 200  # what a QLabel does to the panel around it, at every step
     image = line.grab().toImage()
     assert image.width() == line.width()  # paints (elided) without error
+
+
+def test_log_axis_labels_are_1_2_5_values_and_the_curves_are_named_in_their_colours(qtbot):
+    from napari_dinomix._plot import log_ticks
+
+    assert log_ticks(0.3, 6.0) == [0.5, 1.0, 2.0, 5.0]
+    assert log_ticks(0.25, 0.4) == [0.2, 0.5]  # none inside: the nearest on each side
+    assert log_ticks(1e-4, 10.0) == [1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0]  # over 3 decades: 1s only
+    plot = TrainingPlot(redraw_ms=0)
+    qtbot.addWidget(plot)
+    plot.class_colors = {"liver": (221, 130, 101), "mean": (255, 255, 255)}
+    plot.prepare(["liver"])
+    for step in range(1, 11):
+        plot.add_step(step, {"total": 3.0 / step, "fkd": 0.4})
+    title = plot.loss_plot.getPlotItem().titleLabel.text
+    assert "total" in title and "fkd" in title and "#81c784" in title  # fkd in its curve's colour
+    labels = [text for _, text in plot.loss_plot.getAxis("left")._tickLevels[0]]
+    assert labels == ["0.5", "1", "2"]  # 0.3 .. 3
+    names = plot.dice_names.text()
+    assert names.index("mean") < names.index("liver") and "rgb(221,130,101)" in names
