@@ -123,6 +123,8 @@ def measure_full_ct() -> dict:
     ``prediction_read``: reading the stored prediction (hash check, gzip, SimpleITK), done in
     a worker thread since 2026-12-05; ``prediction_shown``: the GUI thread's part, the read
     labels replacing the unedited earlier prediction in place (plus the repaint);
+    ``uncertainty_read`` (worker thread too) and ``prediction_shown_with_uncertainty``: the
+    same with *Show uncertainty* ticked (the overlay layer is built on the GUI thread);
     ``class_counts``: the Classes panel's recount (worker thread), with ``label_counts`` and
     with the ``np.bincount`` it replaced.
     """
@@ -132,6 +134,7 @@ def measure_full_ct() -> dict:
     from dinomix_core.io.label_counts import label_counts
     from dinomix_core.project import Project
     from dinomix_core.project.revisions import read_revision_file
+    from dinomix_core.project.runs import read_uncertainty_levels
 
     work = Path(tempfile.mkdtemp(prefix="dinomix-gui-step-ct-"))
     root = make_big_project(work)
@@ -152,12 +155,19 @@ def measure_full_ct() -> dict:
             run = project.start_run({"note": "GUI step-cost benchmark"}, "supervised", "none")
             labels = np.zeros(shape, np.uint8)
             labels[100:200, 150 + 20 * k: 300, 150:300] = 6
-            revisions.append(project.add_prediction(run, case, labels, 0.5, None))
+            uncertainty = np.where(labels > 0, 0.6, 0.05).astype(np.float32)
+            revisions.append(project.add_prediction(run, case, labels, 0.5, None, uncertainty_map=uncertainty))
             project.finish_run(run, "completed")
         revs = [project.revision(r) for r in revisions]
+        files = [project.prediction_uncertainty_file(r) for r in revisions]
     read = [read_revision_file(r) for r in revs]
     out = {"prediction_read": _timed(app, lambda i: read_revision_file(revs[i]), 3)}
     out["prediction_shown"] = _timed(app, lambda i: session.show_prediction(case, revisions[i], labels=read[i]), 3)
+    levels = [read_uncertainty_levels(*f) for f in files]
+    out["uncertainty_read"] = _timed(app, lambda i: read_uncertainty_levels(*files[i]), 3)
+    session.uncertainty_wanted = True  # the Predict tab's "Show uncertainty" ticked
+    out["prediction_shown_with_uncertainty"] = _timed(
+        app, lambda i: session.show_prediction(case, revisions[i], labels=read[i], uncertainty=levels[i]), 3)
     data = np.asarray(session.labels_layer.data)
     out["class_counts"] = _timed(app, lambda i: label_counts(data, 14), 5)
     out["class_counts_np_bincount"] = _timed(app, lambda i: np.bincount(data.reshape(-1), minlength=14), 5)

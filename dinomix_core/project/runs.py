@@ -31,8 +31,17 @@ from dinomix_core.project.errors import ImageChangedError, ProjectError
 
 FINISHED_STATUSES = ("completed", "failed", "cancelled")
 UNCERTAINTY_SUFFIX = ".uncertainty.nii.gz"
-_UNCERTAINTY_LEVELS = 255
+UNCERTAINTY_LEVELS = 255
 
+
+
+def read_uncertainty_levels(path: Path, shape_zyx: tuple[int, int, int]) -> np.ndarray | None:
+    """A stored uncertainty map as uint8 (z, y, x) levels; None (with a warning) if it does not fit the case."""
+    array = read_labels(path).array
+    if array.shape != tuple(shape_zyx):
+        warnings.warn(f"{path}: shape {array.shape} does not match its case's {tuple(shape_zyx)}; ignored", stacklevel=2)
+        return None
+    return array
 
 class LabeledCase(NamedTuple):
     case_id: str
@@ -207,19 +216,27 @@ class RunsMixin:
 
         None when the revision is not a prediction or was stored without one.
         """
+        levels = self.prediction_uncertainty_levels(revision_id)
+        return None if levels is None else levels.astype(np.float32) / np.float32(UNCERTAINTY_LEVELS)
+
+    def prediction_uncertainty_levels(self, revision_id: int) -> np.ndarray | None:
+        """The same map as stored: uint8 (z, y, x), 0..``UNCERTAINTY_LEVELS`` for 0..1 (no float copy)."""
+        where = self.prediction_uncertainty_file(revision_id)
+        return None if where is None else read_uncertainty_levels(*where)
+
+    def prediction_uncertainty_file(self, revision_id: int) -> tuple[Path, tuple[int, int, int]] | None:
+        """(file, the case's (z, y, x) shape) of a prediction's stored uncertainty, or None.
+
+        What :func:`read_uncertainty_levels` needs, looked up in the store: a reader in another
+        thread (the GUI's) then needs no database connection.
+        """
         rev = self.revision(revision_id)
         if rev.kind != "model" or rev.run_id is None:
             return None
         path = self._uncertainty_path(rev.run_id, self.relpath(rev.path))
         if not path.is_file():
             return None
-        array = read_labels(path).array
-        shape = tuple(self.case(rev.case_id, include_removed=True).shape_zyx)
-        if array.shape != shape:
-            warnings.warn(f"{path}: shape {array.shape} does not match case {rev.case_id!r} {shape}; ignored",
-                          stacklevel=2)
-            return None
-        return array.astype(np.float32) / np.float32(_UNCERTAINTY_LEVELS)
+        return path, tuple(self.case(rev.case_id, include_removed=True).shape_zyx)
 
     def _uncertainty_path(self, run_id: int, revision_file: str) -> Path:
         name = Path(revision_file).name
@@ -279,5 +296,5 @@ def _quantise_uncertainty(values, case) -> np.ndarray:
     out = np.empty(array.shape, dtype=np.uint8)
     for z in range(0, array.shape[0], 16):  # slab by slab: no full-size float temporaries
         slab = np.nan_to_num(array[z : z + 16].astype(np.float32), nan=1.0)
-        out[z : z + 16] = np.rint(np.clip(slab, 0.0, 1.0) * _UNCERTAINTY_LEVELS)
+        out[z : z + 16] = np.rint(np.clip(slab, 0.0, 1.0) * UNCERTAINTY_LEVELS)
     return out

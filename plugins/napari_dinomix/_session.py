@@ -31,6 +31,7 @@ from dinomix_core.io import LabelMap
 from dinomix_core.io.label_counts import label_counts
 from dinomix_core.project import Project, ProjectError
 from dinomix_core.project.revisions import Revision, read_revision_file
+from dinomix_core.project.runs import UNCERTAINTY_LEVELS, read_uncertainty_levels
 
 from napari_dinomix._autosave import LabelsAutosave, make_project_saver, replace_labels
 from napari_dinomix._layers import image_layer_data, labels_layer_data, window_limits
@@ -272,16 +273,18 @@ class AnnotationSession(QObject):
             return
         self._still_wanted = still_wanted or (lambda _revision_id: True)
         rev = self.project.revision(revision_id)
-        self._prediction_reader.request(read_revision_file, rev, tag=(self.project.root, case_id, rev.id))
+        uncertainty = self.project.prediction_uncertainty_file(rev.id) if self.uncertainty_wanted else None
+        self._prediction_reader.request(_read_prediction, rev, uncertainty, tag=(self.project.root, case_id, rev.id))
 
-    def _on_prediction_read(self, labels, tag) -> None:
+    def _on_prediction_read(self, read, tag) -> None:
         root, case_id, revision_id = tag
         if self.project is None or self.project.root != root or case_id != self.case_id:
             return
         if self._still_wanted(revision_id):
-            self.show_prediction(case_id, revision_id, labels=labels)
+            labels, uncertainty = read
+            self.show_prediction(case_id, revision_id, labels=labels, uncertainty=uncertainty)
 
-    def show_prediction(self, case_id: str, revision_id: int, *, labels=None) -> bool:
+    def show_prediction(self, case_id: str, revision_id: int, *, labels=None, uncertainty=None) -> bool:
         """Put a stored model prediction of the open case on screen as an editable layer.
 
         The human layer, if any, is saved, locked and kept visible underneath; a layer holding
@@ -314,7 +317,7 @@ class AnnotationSession(QObject):
         self._show_labels(labels.array, self.project.require_label_map(), reference, _prediction_name(rev), revision=rev,
                           reuse=reuse)
         if self.uncertainty_wanted:
-            self.show_uncertainty(rev.id, visible=True)
+            self.show_uncertainty(rev.id, visible=True, levels=uncertainty)
         else:
             self._drop_uncertainty()
         self.message.emit("info", f"Prediction of {case_id} shown ({_rev_text(rev)}); edit it, then Accept.")
@@ -333,21 +336,24 @@ class AnnotationSession(QObject):
             return not np.any(layer.data)
         return self.project.revision(revision_id).kind == "model"
 
-    def show_uncertainty(self, revision_id: int, *, visible: bool = True) -> bool:
-        """The per-voxel uncertainty of a stored prediction as an optional overlay."""
+    def show_uncertainty(self, revision_id: int, *, visible: bool = True, levels: np.ndarray | None = None) -> bool:
+        """The per-voxel uncertainty of a stored prediction as an optional overlay.
+
+        Shown as stored, one byte per voxel (0..255 for 0..1): no float copy, and a full CT's
+        map costs as much as its labels. ``levels``: that map when already read
+        (``show_prediction_soon`` reads it in its worker thread); else it is read here.
+        """
         if self.project is None or self.case_id is None:
             return False
-        getter = getattr(self.project, "prediction_uncertainty", None)
-        unc = getter(revision_id) if getter is not None else None
-        if unc is None:
+        if levels is None:
+            levels = self.project.prediction_uncertainty_levels(revision_id)
+        if levels is None:
             return False
         self._drop_uncertainty()  # the previous overlay, if any
         case = self.project.case(self.case_id)
-        # One byte per voxel (0..255 = 0..1): a full CT's map costs as much as its labels, not 4x.
-        scaled = np.empty(np.shape(unc), np.uint8)
-        np.multiply(np.clip(unc, 0.0, 1.0), 255.0, out=scaled, casting="unsafe")
-        data, kwargs, _ = image_layer_data(case.volume_like(scaled), name=f"{self.case_id} uncertainty")
-        kwargs.update(colormap="inferno", contrast_limits=(0, 255), blending="additive", opacity=0.6, visible=visible)
+        data, kwargs, _ = image_layer_data(case.volume_like(levels), name=f"{self.case_id} uncertainty")
+        kwargs.update(colormap="inferno", contrast_limits=(0, UNCERTAINTY_LEVELS), blending="additive", opacity=0.6,
+                      visible=visible)
         kwargs.setdefault("metadata", {})[LAYER_TAG] = "uncertainty"
         self.uncertainty_layer = self.viewer.add_image(data, **kwargs)
         if self.labels_layer is not None:  # keep the editable labels on top
@@ -473,6 +479,13 @@ class AnnotationSession(QObject):
             step[0] = float(world[0])
             self.viewer.dims.point = step
         self.viewer.reset_view()
+
+
+def _read_prediction(rev: Revision, uncertainty: tuple | None):
+    """Worker thread: a prediction's labels, and its stored uncertainty levels when asked for
+    (``uncertainty`` = ``Project.prediction_uncertainty_file``); files only, no database."""
+    labels = read_revision_file(rev)
+    return labels, None if uncertainty is None else read_uncertainty_levels(*uncertainty)
 
 
 def _prediction_name(rev: Revision) -> str:

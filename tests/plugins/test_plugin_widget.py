@@ -368,3 +368,24 @@ def test_a_prediction_shown_soon_is_read_in_a_worker_thread_and_dropped_if_the_c
     level, text = messages[-1]
     assert level == "error" and "Could not show the new prediction" in text and "hash differs" in text and "\n" not in text
     assert session.labels_layer.metadata.get("dinomix_revision") is None
+
+
+def test_a_wanted_uncertainty_map_is_read_with_its_prediction_in_the_worker_thread(widget, qtbot, monkeypatch):
+    from napari_dinomix import _session
+
+    viewer, w, root = widget
+    session = w.session
+    case = next(r.case_id for r in session.case_rows() if r.status == "unlabeled")
+    session.open_case(case)
+    threads = []
+    real_read = _session.read_uncertainty_levels
+    monkeypatch.setattr(_session, "read_uncertainty_levels",
+                        lambda *args: (threads.append(threading.current_thread().name), real_read(*args))[1])
+    w.predict_panel.show_uncertainty.setChecked(True)
+    _, revision, _ = _store_model_prediction(root, case, 8, with_uncertainty=True)
+    session.show_prediction_soon(case, revision)
+    qtbot.waitUntil(lambda: session.uncertainty_layer is not None, timeout=10_000)
+    assert threads and threads[0].startswith("dinomix-prediction-reader")
+    layer = session.uncertainty_layer
+    assert layer.data.dtype == np.uint8 and int(np.asarray(layer.data).max()) == round(8 / 16 * 255)
+    assert tuple(layer.contrast_limits) == (0, 255)
