@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import os
 import tempfile
 import zipfile
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator
+
+from isal import igzip, isal_zlib
 
 from .errors import VolumeWriteError
 
@@ -170,14 +171,14 @@ def _check_gzip(path: Path, offset: int) -> str | None:
     try:
         with open(path, "rb") as raw:
             raw.seek(offset)
-            with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+            with igzip.GzipFile(fileobj=raw, mode="rb") as fh:  # ISA-L: 2.6x zlib's speed (see nifti.py)
                 while chunk := fh.read(4 << 20):
                     if len(head) < 540:
                         head += chunk[: 540 - len(head)]
                     total += len(chunk)
     except EOFError:
         return "the gzip stream ends early"
-    except (OSError, zlib.error) as exc:
+    except (OSError, zlib.error, isal_zlib.error) as exc:
         return f"the gzip stream is damaged ({exc})"
     header = parse_header(head)
     if header is not None and total < header.expected_bytes:

@@ -5,11 +5,15 @@ copy), turns NaN/inf into 0 and zero-fills a truncated file. Reading the voxels 
 4 MiB chunks into an array of the final dtype (int16, else float32) needs one volume of
 memory, decompresses once, and verifies length, gzip CRC and finiteness in the same pass.
 Geometry still comes from ITK's header reader, so it matches a SimpleITK read exactly.
+
+Decompression goes through ISA-L (``isal.igzip``, the gzip module's API and errors): a
+512 x 512 x 300 int16 CT (150 MB) decompressed in 0.26 s against 0.68 s with the standard
+library's zlib (2-core build machine, 2026-12-05). Opening that case in the app spent
+0.82 s of its 1.67 s in decompression (cProfile of ``AnnotationSession.open_case``).
 """
 
 from __future__ import annotations
 
-import gzip
 import struct
 import zlib
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from isal import igzip, isal_zlib
 
 from .errors import VolumeReadError
 from .validation import nonfinite_error
@@ -87,14 +92,14 @@ def read_header(path: Path) -> NiftiHeader | None:
 
 
 def _raw_chunks(path: Path, size: int | None = None) -> Iterator[bytes]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    opener = igzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as fh:
             while chunk := fh.read(size or CHUNK):
                 yield chunk
     except EOFError as exc:
         raise VolumeReadError(path, "is a truncated gzip file (the compressed stream ends early).", FIX) from exc
-    except (OSError, zlib.error) as exc:
+    except (OSError, zlib.error, isal_zlib.error) as exc:
         raise VolumeReadError(path, f"is not a valid gzip file or is corrupt ({exc}).", FIX) from exc
 
 
