@@ -389,3 +389,37 @@ def test_a_wanted_uncertainty_map_is_read_with_its_prediction_in_the_worker_thre
     layer = session.uncertainty_layer
     assert layer.data.dtype == np.uint8 and int(np.asarray(layer.data).max()) == round(8 / 16 * 255)
     assert tuple(layer.contrast_limits) == (0, 255)
+
+
+def test_an_image_read_ahead_is_used_only_while_its_file_is_unchanged(widget, qtbot, monkeypatch):
+    """Opening a case after its image was read ahead (a worker thread) reads nothing on the GUI
+    thread; a file touched since is read again. Opening a case reads the next suggested one ahead."""
+    import os
+
+    from napari_dinomix import _session
+
+    viewer, w, root = widget
+    session = w.session
+    reads = []
+    real_read = _session.read_volume
+    monkeypatch.setattr(_session, "read_volume",
+                        lambda path: (reads.append(threading.current_thread() is threading.main_thread()), real_read(path))[1])
+    rows = [r.case_id for r in session.case_rows()]
+    session.open_case(rows[0])
+    assert reads[0] is True  # nothing was read ahead yet: the GUI thread read it
+    qtbot.waitUntil(lambda: len(reads) >= 2, timeout=10_000)
+    assert reads[1] is False  # the next suggested case, read ahead in the worker thread
+    session.prefetch_image(rows[2])
+    qtbot.waitUntil(lambda: session._prefetched is not None and session._prefetched[0][1] == rows[2], timeout=10_000)
+    count = len(reads)
+    assert session.open_case(rows[2])
+    assert True not in reads[count:]  # used as read ahead
+    image_path = session.project.case(rows[3]).image_path
+    session.prefetch_image(rows[3])
+    qtbot.waitUntil(lambda: session._prefetched is not None and session._prefetched[0][1] == rows[3], timeout=10_000)
+    stat = image_path.stat()
+    os.utime(image_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: same bytes, newer mtime
+    count = len(reads)
+    assert session.open_case(rows[3])
+    assert reads[count] is True  # read again on open, not taken from before the touch
+    assert np.asarray(session.image_layer.data).shape == session.project.case(rows[3]).shape_zyx
