@@ -30,7 +30,7 @@ from qtpy.QtCore import QObject, Signal
 from dinomix_core.io import LabelMap, read_volume
 from dinomix_core.io.label_counts import label_counts
 from dinomix_core.project import Project, ProjectError
-from dinomix_core.project.revisions import Revision, read_revision_file
+from dinomix_core.project.revisions import Revision, check_revision_file, read_revision_file
 from dinomix_core.project.runs import UNCERTAINTY_LEVELS, read_uncertainty_levels
 from dinomix_core.project.scan import stat_signature
 
@@ -91,9 +91,9 @@ class AnnotationSession(QObject):
         self._prediction_reader.failed.connect(
             lambda text, _tag: self.message.emit("error", f"Could not show the new prediction: {text}"))
         self._still_wanted: Callable[[int], bool] = lambda _revision_id: True
-        self._image_reader = NewestOnly("image-prefetch", self)
-        self._image_reader.done.connect(lambda volume, key: setattr(self, "_prefetched", (key, volume)))
-        self._prefetched: tuple | None = None  # (what was read, the image Volume)
+        self._case_reader = NewestOnly("case-prefetch", self)
+        self._case_reader.done.connect(lambda read, key: setattr(self, "_prefetched", (key, read)))
+        self._prefetched: tuple | None = None  # (what was read, (image Volume, labels Volume or None))
 
     # -- project ---------------------------------------------------------------------------
 
@@ -130,7 +130,7 @@ class AnnotationSession(QObject):
     def close_project(self) -> bool:
         """Flush unsaved edits, drop our layers, close the store. False if an edit could not be saved."""
         ok = self.close_case()
-        self._image_reader.forget()
+        self._case_reader.forget()
         self._prefetched = None
         if self.project is not None:
             self.project.close()
@@ -191,9 +191,8 @@ class AnnotationSession(QObject):
         if not self.close_case():
             return False
         try:
-            image = self._take_image(project, case_id)
             rev = self.best_revision(case_id) if revision_id is None else project.revision(revision_id, case_id=case_id)
-            labels = None if rev is None else project.load_labels(rev.id)
+            image, labels = self._take_case(project, case_id, rev)
         except (ProjectError, OSError, ValueError) as exc:
             self.message.emit("error", describe_error(exc))
             return False
@@ -215,39 +214,52 @@ class AnnotationSession(QObject):
 
     # -- reading the next case ahead -------------------------------------------------------
 
-    def prefetch_image(self, case_id: str) -> None:
-        """Read a case's image in a worker thread now, so that opening it costs the GUI thread its layers only.
+    def prefetch_case(self, case_id: str) -> None:
+        """Read a case's image and best labels in a worker thread now, so that opening it costs
+        the GUI thread its layers only.
 
-        Why: opening a 512 x 512 x 300 CT took 0.92 s of the GUI thread, 0.32 s of it reading
-        the image (``benchmarks.nifti_read_speed``), and a clinician's loop is "Next
-        suggested" again and again. The read holds no lock the GUI needs (a 10 ms probe on the
-        main thread stayed within 1.1 ms of time during one). One image is held at most (150
-        MB for that CT); it is used only if the file's path, size and mtime are unchanged.
+        Why: opening a 512 x 512 x 300 CT took 0.92-1.02 s of the GUI thread: 0.32 s reading
+        the image (``benchmarks.nifti_read_speed``), 0.2 s the labels, 0.36 s napari's layers;
+        and a clinician's loop is "Next suggested" again and again. The reads hold no lock the
+        GUI needs (a 10 ms probe on the main thread stayed within 1.1 ms of its time during
+        one). One case is held at most (150 MB of image for that CT). At opening, the image is
+        used only if its file's path, size and mtime are unchanged, the labels only if the
+        case's best revision is still the one read and its file still has the stored hash.
         """
         if self.project is None:
             return
         try:
             key = self._image_key(self.project, case_id)
+            rev = self.best_revision(case_id)
         except (ProjectError, OSError):
             return  # opening it will say what is wrong
-        if self._prefetched is None or self._prefetched[0] != key:
-            self._image_reader.request(read_volume, key[2], tag=key)
+        wanted = (key, None if rev is None else rev.id)
+        if self._prefetched is None or self._prefetched[0] != wanted:
+            self._case_reader.request(_read_case, key[2], rev, tag=wanted)
 
     def _prefetch_next(self, current: str) -> None:
+        """Read ahead the case *Next suggested* would open from here (the open one excluded)."""
         try:
-            suggested = self.next_suggested()
+            items = self._require_project().next_cases(2)
         except (ProjectError, OSError):
             return
-        if suggested is not None and suggested["id"] != current:
-            self.prefetch_image(suggested["id"])
+        following = next((item["id"] for item in items if item["id"] != current), None)
+        if following is not None:
+            self.prefetch_case(following)
 
-    def _take_image(self, project: Project, case_id: str):
-        """The case's image: the one read ahead if it is still that file, else read now."""
+    def _take_case(self, project: Project, case_id: str, rev: Revision | None) -> tuple:
+        """(image, labels of ``rev`` or None): what was read ahead where it still holds, else read now."""
         key = self._image_key(project, case_id)
         held, self._prefetched = self._prefetched, None
-        if held is not None and held[0] == key:
-            return held[1]
-        return read_volume(key[2])
+        if held is None or held[0][0] != key:
+            return read_volume(key[2]), None if rev is None else project.load_labels(rev.id)
+        (_, held_revision), (image, labels) = held
+        if rev is None:
+            return image, None
+        if held_revision != rev.id:
+            return image, project.load_labels(rev.id)
+        check_revision_file(rev)  # the file is still the one saved (a hash of the small labels file)
+        return image, labels
 
     @staticmethod
     def _image_key(project: Project, case_id: str) -> tuple:
@@ -527,6 +539,11 @@ class AnnotationSession(QObject):
             step[0] = float(world[0])
             self.viewer.dims.point = step
         self.viewer.reset_view()
+
+
+def _read_case(image_path: Path, rev: Revision | None) -> tuple:
+    """Worker thread: a case's image and (when it has one) its best revision's labels; files only."""
+    return read_volume(image_path), None if rev is None else read_revision_file(rev)
 
 
 def _read_prediction(rev: Revision, uncertainty: tuple | None):

@@ -391,35 +391,57 @@ def test_a_wanted_uncertainty_map_is_read_with_its_prediction_in_the_worker_thre
     assert tuple(layer.contrast_limits) == (0, 255)
 
 
-def test_an_image_read_ahead_is_used_only_while_its_file_is_unchanged(widget, qtbot, monkeypatch):
-    """Opening a case after its image was read ahead (a worker thread) reads nothing on the GUI
-    thread; a file touched since is read again. Opening a case reads the next suggested one ahead."""
+def test_a_case_read_ahead_is_used_only_while_its_files_and_best_revision_are_unchanged(widget, qtbot, monkeypatch):
+    """Opening a case whose image and labels were read ahead (a worker thread) reads nothing on
+    the GUI thread; a touched image, or a newer best revision, is read again. Opening a case
+    reads the next suggested one ahead."""
     import os
 
     from napari_dinomix import _session
 
     viewer, w, root = widget
     session = w.session
-    reads = []
-    real_read = _session.read_volume
-    monkeypatch.setattr(_session, "read_volume",
-                        lambda path: (reads.append(threading.current_thread() is threading.main_thread()), real_read(path))[1])
-    rows = [r.case_id for r in session.case_rows()]
+    images, labels = [], []
+    real_image, real_labels = _session.read_volume, _session.read_revision_file
+    on_gui = lambda: threading.current_thread() is threading.main_thread()  # noqa: E731
+    monkeypatch.setattr(_session, "read_volume", lambda path: (images.append(on_gui()), real_image(path))[1])
+    monkeypatch.setattr(_session, "read_revision_file", lambda rev: (labels.append(on_gui()), real_labels(rev))[1])
+
+    def read_ahead(case_id):
+        session.prefetch_case(case_id)
+        qtbot.waitUntil(lambda: session._prefetched is not None and session._prefetched[0][0][1] == case_id,
+                        timeout=10_000)
+
+    rows = [r.case_id for r in session.case_rows()]  # 0 and 1 labeled, 2 and 3 not
     session.open_case(rows[0])
-    assert reads[0] is True  # nothing was read ahead yet: the GUI thread read it
-    qtbot.waitUntil(lambda: len(reads) >= 2, timeout=10_000)
-    assert reads[1] is False  # the next suggested case, read ahead in the worker thread
-    session.prefetch_image(rows[2])
-    qtbot.waitUntil(lambda: session._prefetched is not None and session._prefetched[0][1] == rows[2], timeout=10_000)
-    count = len(reads)
-    assert session.open_case(rows[2])
-    assert True not in reads[count:]  # used as read ahead
+    assert images[0] is True  # nothing was read ahead yet: the GUI thread read it
+    qtbot.waitUntil(lambda: session._prefetched is not None, timeout=10_000)
+    assert images[1] is False  # the next suggested case, read ahead in the worker thread
+    ahead = session._prefetched[0][0][1]
+    assert ahead != rows[0] and ahead == session.next_suggested()["id"]
+    read_ahead(rows[1])  # a labeled case: image and labels
+    assert labels[-1] is False
+    count = (len(images), len(labels))
+    load_labels = session.project.load_labels
+    monkeypatch.setattr(session.project, "load_labels", lambda rid: pytest.fail("labels read again on the GUI thread"))
+    assert session.open_case(rows[1])
+    monkeypatch.setattr(session.project, "load_labels", load_labels)
+    assert True not in images[count[0]:] and True not in labels[count[1]:]  # both used as read ahead
+    assert np.asarray(session.labels_layer.data).any()
+    # a newer best revision since the read: its labels are read at opening
+    read_ahead(rows[0])
+    with Project.open(root) as project:
+        newer = np.zeros(project.case(rows[0]).shape_zyx, np.uint8)
+        newer[5:9, 20:30, 20:30] = 4
+        project.save_labels(rows[0], newer)
+    assert session.open_case(rows[0])
+    assert np.array_equal(np.asarray(session.labels_layer.data), newer)
+    # a touched image file (same bytes, newer mtime) is read again
     image_path = session.project.case(rows[3]).image_path
-    session.prefetch_image(rows[3])
-    qtbot.waitUntil(lambda: session._prefetched is not None and session._prefetched[0][1] == rows[3], timeout=10_000)
+    read_ahead(rows[3])
     stat = image_path.stat()
-    os.utime(image_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: same bytes, newer mtime
-    count = len(reads)
+    os.utime(image_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    count = len(images)
     assert session.open_case(rows[3])
-    assert reads[count] is True  # read again on open, not taken from before the touch
+    assert images[count] is True
     assert np.asarray(session.image_layer.data).shape == session.project.case(rows[3]).shape_zyx
