@@ -130,7 +130,7 @@ def measure_full_ct() -> dict:
     """
     from napari.qt import get_qapp
 
-    from benchmarks.gui_responsiveness import make_big_project
+    from benchmarks.gui_memory import make_big_project
     from dinomix_core.io.label_counts import label_counts
     from dinomix_core.project import Project
     from dinomix_core.project.revisions import read_revision_file

@@ -27,16 +27,16 @@ from typing import Callable
 import numpy as np
 from qtpy.QtCore import QObject, Signal
 
-from dinomix_core.io import LabelMap, read_volume
+from dinomix_core.io import LabelMap
 from dinomix_core.io.label_counts import label_counts
 from dinomix_core.project import Project, ProjectError
-from dinomix_core.project.revisions import Revision, check_revision_file, read_revision_file
+from dinomix_core.project.revisions import Revision, read_revision_file
 from dinomix_core.project.runs import UNCERTAINTY_LEVELS, read_uncertainty_levels
-from dinomix_core.project.scan import stat_signature
 
 from napari_dinomix._autosave import LabelsAutosave, make_project_saver, replace_labels
 from napari_dinomix._layers import image_layer_data, labels_layer_data, window_limits
 from napari_dinomix._newest_only import NewestOnly
+from napari_dinomix._read_ahead import CaseReadAhead
 
 GUI_BUSY_TIMEOUT_S = 3.0  # a project another program is writing answers within this, or says it is busy
 LAYER_TAG = "dinomix_role"  # metadata key telling our layers apart from the user's own
@@ -90,10 +90,7 @@ class AnnotationSession(QObject):
         self._prediction_reader.done.connect(self._on_prediction_read)
         self._prediction_reader.failed.connect(
             lambda text, _tag: self.message.emit("error", f"Could not show the new prediction: {text}"))
-        self._still_wanted: Callable[[int], bool] = lambda _revision_id: True
-        self._case_reader = NewestOnly("case-prefetch", self)
-        self._case_reader.done.connect(lambda read, key: setattr(self, "_prefetched", (key, read)))
-        self._prefetched: tuple | None = None  # (what was read, (image Volume, labels Volume or None))
+        self.read_ahead = CaseReadAhead(self)
 
     # -- project ---------------------------------------------------------------------------
 
@@ -130,8 +127,7 @@ class AnnotationSession(QObject):
     def close_project(self) -> bool:
         """Flush unsaved edits, drop our layers, close the store. False if an edit could not be saved."""
         ok = self.close_case()
-        self._case_reader.forget()
-        self._prefetched = None
+        self.read_ahead.forget()
         if self.project is not None:
             self.project.close()
             self.project = None
@@ -192,7 +188,7 @@ class AnnotationSession(QObject):
             return False
         try:
             rev = self.best_revision(case_id) if revision_id is None else project.revision(revision_id, case_id=case_id)
-            image, labels = self._take_case(project, case_id, rev)
+            image, labels = self.read_ahead.take(project, case_id, rev)
         except (ProjectError, OSError, ValueError) as exc:
             self.message.emit("error", describe_error(exc))
             return False
@@ -215,27 +211,13 @@ class AnnotationSession(QObject):
     # -- reading the next case ahead -------------------------------------------------------
 
     def prefetch_case(self, case_id: str) -> None:
-        """Read a case's image and best labels in a worker thread now, so that opening it costs
-        the GUI thread its layers only.
-
-        Why: opening a 512 x 512 x 300 CT took 0.92-1.02 s of the GUI thread: 0.32 s reading
-        the image (``benchmarks.nifti_read_speed``), 0.2 s the labels, 0.36 s napari's layers;
-        and a clinician's loop is "Next suggested" again and again. The reads hold no lock the
-        GUI needs (a 10 ms probe on the main thread stayed within 1.1 ms of its time during
-        one). One case is held at most (150 MB of image for that CT). At opening, the image is
-        used only if its file's path, size and mtime are unchanged, the labels only if the
-        case's best revision is still the one read and its file still has the stored hash.
-        """
+        """Read a case's image and best labels in a worker thread now (see ``_read_ahead``)."""
         if self.project is None:
             return
         try:
-            key = self._image_key(self.project, case_id)
-            rev = self.best_revision(case_id)
+            self.read_ahead.request(self.project, case_id, self.best_revision(case_id))
         except (ProjectError, OSError):
             return  # opening it will say what is wrong
-        wanted = (key, None if rev is None else rev.id)
-        if self._prefetched is None or self._prefetched[0] != wanted:
-            self._case_reader.request(_read_case, key[2], rev, tag=wanted)
 
     def _prefetch_next(self, current: str) -> None:
         """Read ahead the case *Next suggested* would open from here (the open one excluded)."""
@@ -246,25 +228,6 @@ class AnnotationSession(QObject):
         following = next((item["id"] for item in items if item["id"] != current), None)
         if following is not None:
             self.prefetch_case(following)
-
-    def _take_case(self, project: Project, case_id: str, rev: Revision | None) -> tuple:
-        """(image, labels of ``rev`` or None): what was read ahead where it still holds, else read now."""
-        key = self._image_key(project, case_id)
-        held, self._prefetched = self._prefetched, None
-        if held is None or held[0][0] != key:
-            return read_volume(key[2]), None if rev is None else project.load_labels(rev.id)
-        (_, held_revision), (image, labels) = held
-        if rev is None:
-            return image, None
-        if held_revision != rev.id:
-            return image, project.load_labels(rev.id)
-        check_revision_file(rev)  # the file is still the one saved (a hash of the small labels file)
-        return image, labels
-
-    @staticmethod
-    def _image_key(project: Project, case_id: str) -> tuple:
-        path = project.check_image(case_id).image_path  # raises if the file changed since it was added
-        return project.root, case_id, path, stat_signature(path)
 
     def close_case(self) -> bool:
         """Flush edits and remove the case's layers. False (and nothing removed) if the save failed."""
@@ -331,16 +294,16 @@ class AnnotationSession(QObject):
         """
         if case_id != self.case_id or self.project is None:
             return
-        self._still_wanted = still_wanted or (lambda _revision_id: True)
         rev = self.project.revision(revision_id)
         uncertainty = self.project.prediction_uncertainty_file(rev.id) if self.uncertainty_wanted else None
-        self._prediction_reader.request(_read_prediction, rev, uncertainty, tag=(self.project.root, case_id, rev.id))
+        self._prediction_reader.request(_read_prediction, rev, uncertainty,
+                                        tag=(self.project.root, case_id, rev.id, still_wanted))
 
     def _on_prediction_read(self, read, tag) -> None:
-        root, case_id, revision_id = tag
+        root, case_id, revision_id, still_wanted = tag
         if self.project is None or self.project.root != root or case_id != self.case_id:
             return
-        if self._still_wanted(revision_id):
+        if still_wanted is None or still_wanted(revision_id):
             labels, uncertainty = read
             self.show_prediction(case_id, revision_id, labels=labels, uncertainty=uncertainty)
 
@@ -539,11 +502,6 @@ class AnnotationSession(QObject):
             step[0] = float(world[0])
             self.viewer.dims.point = step
         self.viewer.reset_view()
-
-
-def _read_case(image_path: Path, rev: Revision | None) -> tuple:
-    """Worker thread: a case's image and (when it has one) its best revision's labels; files only."""
-    return read_volume(image_path), None if rev is None else read_revision_file(rev)
 
 
 def _read_prediction(rev: Revision, uncertainty: tuple | None):

@@ -397,27 +397,26 @@ def test_a_case_read_ahead_is_used_only_while_its_files_and_best_revision_are_un
     reads the next suggested one ahead."""
     import os
 
-    from napari_dinomix import _session
+    from napari_dinomix import _read_ahead
 
     viewer, w, root = widget
     session = w.session
     images, labels = [], []
-    real_image, real_labels = _session.read_volume, _session.read_revision_file
+    real_image, real_labels = _read_ahead.read_volume, _read_ahead.read_revision_file
     on_gui = lambda: threading.current_thread() is threading.main_thread()  # noqa: E731
-    monkeypatch.setattr(_session, "read_volume", lambda path: (images.append(on_gui()), real_image(path))[1])
-    monkeypatch.setattr(_session, "read_revision_file", lambda rev: (labels.append(on_gui()), real_labels(rev))[1])
+    monkeypatch.setattr(_read_ahead, "read_volume", lambda path: (images.append(on_gui()), real_image(path))[1])
+    monkeypatch.setattr(_read_ahead, "read_revision_file", lambda rev: (labels.append(on_gui()), real_labels(rev))[1])
 
     def read_ahead(case_id):
         session.prefetch_case(case_id)
-        qtbot.waitUntil(lambda: session._prefetched is not None and session._prefetched[0][0][1] == case_id,
-                        timeout=10_000)
+        qtbot.waitUntil(lambda: session.read_ahead.held_case == case_id, timeout=10_000)
 
     rows = [r.case_id for r in session.case_rows()]  # 0 and 1 labeled, 2 and 3 not
     session.open_case(rows[0])
     assert images[0] is True  # nothing was read ahead yet: the GUI thread read it
-    qtbot.waitUntil(lambda: session._prefetched is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: session.read_ahead.held_case is not None, timeout=10_000)
     assert images[1] is False  # the next suggested case, read ahead in the worker thread
-    ahead = session._prefetched[0][0][1]
+    ahead = session.read_ahead.held_case
     assert ahead != rows[0] and ahead == session.next_suggested()["id"]
     read_ahead(rows[1])  # a labeled case: image and labels
     assert labels[-1] is False
