@@ -18,11 +18,13 @@ event plus the repaint it causes (``processEvents`` until the window is drawn):
 * ``show_prediction``: a stored prediction replacing the empty map of the open case (the
   first overlay; its layer is reused), then replacing an unedited prediction (reused too),
   then replacing a corrected one (kept, locked; a new layer);
-* ``full_ct_512x512x300``: the same app with a 512 x 512 x 300 CT open (``measure_full_ct``).
+* ``full_ct_512x512x300``: the same app with a 512 x 512 x 300 CT open (``measure_full_ct``);
+* ``canvas_window``: a status-bar message and a pan of the view, with the napari canvas in
+  its own native window (the app's default on X11) and sharing the main window's
+  composition (Qt's default), ``measure_canvas_window``.
 
-Medians and maxima in ms. Under Xvfb every repaint goes through Mesa's software OpenGL
-(the napari canvas is an OpenGL widget in the same window), so these are upper bounds for a
-machine with a GPU driver.
+Medians and maxima in ms. Under Xvfb every OpenGL draw goes through Mesa's software
+renderer, so these are upper bounds for a machine with a GPU driver.
 """
 
 from __future__ import annotations
@@ -176,13 +178,51 @@ def measure_full_ct() -> dict:
     return out
 
 
+def measure_canvas_window() -> dict:
+    """The price of composing the whole window through OpenGL, with and without a native canvas."""
+    from napari.qt import get_qapp
+
+    import dinomix_app.main_window as main_window
+    from dinomix_core.project.sample import create_sample_project
+
+    work = Path(tempfile.mkdtemp(prefix="dinomix-gui-canvas-"))
+    root = create_sample_project(work / "project", cases=3, labeled=1)
+    app = get_qapp()
+    own_window = main_window.give_canvas_its_own_window
+    out = {}
+    try:
+        for name, give in (("own_window", own_window), ("shared_composition", lambda canvas: False)):
+            main_window.give_canvas_its_own_window = give
+            window = main_window.MainWindow(root)
+            window.resize(1500, 950)
+            window.show()
+            window.session.open_case(window.session.case_rows()[-1].case_id)
+            _timed(app, lambda i: None, 50, 0.01)
+            camera = window.viewer.camera
+
+            def pan(i):
+                center = list(camera.center)
+                center[-1] += 3 if i % 2 else -3
+                camera.center = tuple(center)
+
+            out[name] = {"status_bar_message": _timed(app, lambda i: window.statusBar().showMessage(f"step {i}")),
+                         "pan": _timed(app, pan)}
+            window.panel.shutdown()
+            window.close()
+            _timed(app, lambda i: None, 20, 0.01)
+    finally:
+        main_window.give_canvas_its_own_window = own_window
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     import platform
 
-    doc = {"events": measure(), "full_ct_512x512x300": measure_full_ct(), "window": [1500, 950], "cpu_cores": os.cpu_count(), "platform": platform.platform(),
+    doc = {"events": measure(), "full_ct_512x512x300": measure_full_ct(), "canvas_window": measure_canvas_window(),
+           "window": [1500, 950], "cpu_cores": os.cpu_count(), "platform": platform.platform(),
            "gl": "Mesa llvmpipe under Xvfb" if os.environ.get("DISPLAY") else "unknown",
            "measured_at": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps(doc, indent=1))

@@ -36,7 +36,8 @@ class TrainingPlot(QWidget):
         # newest steps. The log axis is labelled 1-2-5 (pyqtgraph's own labels of 0.4..0.9
         # overlapped each other at this height).
         self.loss_plot.setMinimumHeight(150)
-        self.dice_plot = pg.PlotWidget(title="validation Dice (%)")
+        self.dice_plot = pg.PlotWidget()
+        self.dice_plot.setTitle("validation Dice (%)", size="9pt")  # as the losses' title
         self.dice_plot.setYRange(0, 100)
         self.dice_plot.setMinimumHeight(150)
         # The classes' colours in a line of text under the plot, not a legend box inside it:
@@ -65,8 +66,8 @@ class TrainingPlot(QWidget):
         self._loss_curves: dict[str, pg.PlotDataItem] = {}
         self._dice_curves: dict[str, pg.PlotDataItem] = {}
         self._last_draw = 0.0
-        self.loss_plot.setTitle("losses", size="9pt")
         self.dice_names.setText("")
+        self._label_losses()
 
     def add_step(self, step: int, losses: dict) -> None:
         """Keep a step's losses and show them (now, or with the next due redraw)."""
@@ -125,7 +126,10 @@ class TrainingPlot(QWidget):
         finite = [v for values in self.losses.values() for v in values if v == v and v > 0]
         if finite:
             ticks = log_ticks(min(finite), max(finite))
-            self.loss_plot.getAxis("left").setTicks([[(math.log10(v), f"{v:g}") for v in ticks], []])
+        else:  # before the first step: the empty view's decade (pyqtgraph's own labels crowd it)
+            low, high = self.loss_plot.getViewBox().viewRange()[1]
+            ticks = log_ticks(10.0 ** low, 10.0 ** high)
+        self.loss_plot.getAxis("left").setTicks([[(math.log10(v), f"{v:g}") for v in ticks], []])
 
     def prepare(self, classes) -> None:
         """Build the Dice curves of ``classes`` (names) and the mean before a run starts.

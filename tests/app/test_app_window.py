@@ -101,6 +101,25 @@ def test_screenshot_writes_the_window_with_overlay_colours(env, tmp_path, qtbot)
     assert len(class_colours_seen(image, phantom_labelmap().colors[1:], 0.5)) >= 2, "no class colours in the screenshot"
 
 
+def test_the_canvas_has_its_own_native_window_on_x11_and_still_draws(window, qtbot, tmp_path):
+    """So a status-bar or panel repaint is not composed through (software) OpenGL with the canvas."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication
+
+    window.show()
+    qtbot.waitExposed(window)
+    qtbot.wait(200)
+    canvas = window.qt_viewer.canvas.native
+    if QApplication.platformName() != "xcb":
+        assert not canvas.testAttribute(Qt.WA_NativeWindow)
+        return
+    assert canvas.windowHandle() is not None and canvas.windowHandle() is not window.windowHandle()
+    assert window.dock.windowHandle() is None and window.statusBar().windowHandle() is None, "panels stay raster"
+    assert window.grab().save(str(tmp_path / "window.png"))
+    pixels = np.asarray(Image.open(tmp_path / "window.png").convert("RGB"))
+    assert len(class_colours_seen(pixels, phantom_labelmap().colors[1:], 0.5)) >= 2, "the labels are not drawn"
+
+
 def test_bad_project_argument_is_one_line_exit_2(tmp_path, capsys):
     from dinomix_app.cli import main
 

@@ -101,6 +101,8 @@ def test_log_axis_labels_are_1_2_5_values_and_the_curves_are_named_in_their_colo
     assert log_ticks(1e-4, 10.0) == [1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0]  # over 3 decades: 1s only
     plot = TrainingPlot(redraw_ms=0)
     qtbot.addWidget(plot)
+    empty = [text for _, text in plot.loss_plot.getAxis("left")._tickLevels[0]]
+    assert empty and set(empty) <= {"0.1", "0.2", "0.5", "1", "2", "5", "10"}, empty  # no crowded 2..9 before a step
     plot.class_colors = {"liver": (221, 130, 101), "mean": (255, 255, 255)}
     plot.prepare(["liver"])
     for step in range(1, 11):
