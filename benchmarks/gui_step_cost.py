@@ -128,7 +128,11 @@ def measure_full_ct() -> dict:
     ``uncertainty_read`` (worker thread too) and ``prediction_shown_with_uncertainty``: the
     same with *Show uncertainty* ticked (the overlay layer is built on the GUI thread);
     ``class_counts``: the Classes panel's recount (worker thread), with ``label_counts`` and
-    with the ``np.bincount`` it replaced.
+    with the ``np.bincount`` it replaced; ``open_case_read_ahead``: opening the case (again)
+    once read ahead, its layers refilled, as *Open case* and *Next suggested* do after the
+    worker thread's read; ``open_case``: the same without the read ahead (the GUI thread
+    reads); ``open_case_read_ahead_new_layers``: read ahead, into new layers (how every case
+    opened before 2026-12-05 evening). Each with its repaint.
     """
     from napari.qt import get_qapp
 
@@ -172,6 +176,29 @@ def measure_full_ct() -> dict:
         app, lambda i: session.show_prediction(case, revisions[i], labels=read[i], uncertainty=levels[i]), 3)
     data = np.asarray(session.labels_layer.data)
     out["class_counts"] = _timed(app, lambda i: label_counts(data, 14), 5)
+    session.uncertainty_wanted = False
+
+    def read_ahead(i):
+        session.prefetch_case(case)
+        wait_until = time.monotonic() + 30
+        while session.read_ahead.held_case != case and time.monotonic() < wait_until:
+            app.processEvents()
+            time.sleep(0.01)
+
+    def opening(i, *, new_layers: bool, ahead: bool):
+        if ahead:
+            read_ahead(i)
+        if new_layers:
+            session.close_case()
+        start = time.perf_counter()
+        session.open_case(case)
+        app.processEvents()
+        return (time.perf_counter() - start) * 1000.0
+
+    for name, new_layers, ahead in (("open_case_read_ahead", False, True), ("open_case", False, False),
+                                    ("open_case_read_ahead_new_layers", True, True)):
+        values = sorted(opening(i, new_layers=new_layers, ahead=ahead) for i in range(3))
+        out[name] = {"median_ms": round(values[1], 1), "max_ms": round(values[-1], 1), "n": 3}
     out["class_counts_np_bincount"] = _timed(app, lambda i: np.bincount(data.reshape(-1), minlength=14), 5)
     window.panel.shutdown()
     window.close()

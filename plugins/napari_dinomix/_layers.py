@@ -56,6 +56,27 @@ def geometry_kwargs(volume: Volume) -> dict:
     return kwargs
 
 
+def retarget_layer(layer, data, kwargs: dict) -> None:
+    """Give an existing layer another volume's ``data`` (None: keep its data), name, metadata
+    and geometry, as ``image_layer_data`` / ``labels_layer_data`` ``kwargs`` describe them.
+
+    The affine is always checked (identity when ``kwargs`` has none), so a rotated case does
+    not leave its rotation on the next one. Only what differs is set: napari refreshes the
+    layer on every geometry assignment, equal or not (40 ms more per prediction shown).
+    """
+    if data is not None:
+        layer.data = data
+    if not np.allclose(layer.scale, kwargs["scale"]):
+        layer.scale = kwargs["scale"]
+    if not np.allclose(layer.translate, kwargs["translate"]):
+        layer.translate = kwargs["translate"]
+    affine = np.asarray(kwargs.get("affine", np.eye(4)), dtype=float)
+    if not np.allclose(layer.affine.affine_matrix, affine):
+        layer.affine = affine
+    layer.name = kwargs["name"]
+    layer.metadata = kwargs.get("metadata", {})
+
+
 def _direction_zyx(direction: tuple[float, ...]) -> np.ndarray:
     """ITK's 3x3 direction (columns = x, y, z index axes in x, y, z world) re-expressed in (z, y, x)."""
     return np.reshape(np.asarray(direction, dtype=float), (3, 3))[::-1, ::-1]

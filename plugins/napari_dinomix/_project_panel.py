@@ -97,7 +97,7 @@ class ProjectPanel(QWidget):
         item = self.table.item(row, 0)
         if item is not None:
             self.case_requested.emit(item.text())
-            self.session.open_case(item.text())
+            self.session.open_case_soon(item.text())
 
     def open_next(self) -> None:
         if self.session.project is None:
@@ -107,7 +107,7 @@ class ProjectPanel(QWidget):
             self.reason_label.setText("Every case is labeled.")
             return
         self.reason_label.setText(f"Suggested {item['id']}: {item['reason']}")
-        self.session.open_case(item["id"])
+        self.session.open_case_soon(item["id"])
 
     # -- view ------------------------------------------------------------------------------
 
