@@ -204,8 +204,10 @@ def test_the_uncertainty_overlay_is_built_only_when_asked_and_follows_each_predi
     assert session.uncertainty_layer is None and not overlays()  # not asked for: nothing hidden is built
     box.setChecked(True)
     assert session.uncertainty_layer.visible and _level(session) == pytest.approx(6 / 16 * 255, abs=1)  # uint8 0..255 for 0..1
-    stored(first, 9)  # a newer prediction brings its own overlay, and the old one goes
+    overlay = session.uncertainty_layer
+    stored(first, 9)  # a newer prediction brings its own map, into the same overlay layer
     assert overlays() == [session.uncertainty_layer] and _level(session) == pytest.approx(9 / 16 * 255, abs=1)
+    assert session.uncertainty_layer is overlay and list(viewer.layers)[-1].name == session.labels_layer.name
     stored(second, 3)
     session.open_case(second)  # the box stays ticked for the next case
     assert overlays() == [session.uncertainty_layer] and session.uncertainty_layer.visible
