@@ -132,7 +132,9 @@ def measure_full_ct() -> dict:
     once read ahead, its layers refilled, as *Open case* and *Next suggested* do after the
     worker thread's read; ``open_case``: the same without the read ahead (the GUI thread
     reads); ``open_case_read_ahead_new_layers``: read ahead, into new layers (how every case
-    opened before 2026-12-05 evening). Each with its repaint.
+    opened before 2026-12-05 evening). Each with its repaint. ``accept_after_strokes``: a
+    stroke, then Accept at once (the final label written on the GUI thread; it was a draft
+    flush and then the label, 1.4 s, before 2026-12-05 evening).
     """
     from napari.qt import get_qapp
 
@@ -195,6 +197,11 @@ def measure_full_ct() -> dict:
         app.processEvents()
         return (time.perf_counter() - start) * 1000.0
 
+    def accept(i):
+        session.labels_layer.paint((150, 250 + i, 250), 3 + i % 5, refresh=True)  # a pending autosave
+        return session.accept()
+
+    out["accept_after_strokes"] = _timed(app, accept, 3)
     for name, new_layers, ahead in (("open_case_read_ahead", False, True), ("open_case", False, False),
                                     ("open_case_read_ahead_new_layers", True, True)):
         values = sorted(opening(i, new_layers=new_layers, ahead=ahead) for i in range(3))

@@ -268,11 +268,19 @@ class LabelsAutosave(QObject):
         self._update_state()
 
     def flush(self, timeout: float = 30) -> bool:
-        """Save now and wait for it (case switch, Accept, close). False if not everything was saved."""
+        """Save now and wait for it (case switch, close). False if not everything was saved."""
         self._timer.stop()
         if self._layer is not None and self.dirty:
             self._submit(baseline=False)
+        self.settle(timeout)
+        return not self.dirty  # a timed-out or failed save leaves it dirty
+
+    def settle(self, timeout: float = 30) -> bool:
+        """Wait for the saves under way, start none (an explicit save of the same voxels follows:
+        Accept, Save draft). False if one failed or timed out; a pending edit stays pending,
+        its timer running, so a failed explicit save still leaves the draft to come."""
         deadline = _Deadline(timeout)
+        failed = False
         for job in list(self._pending):
             try:
                 job.future.result(timeout=deadline.left())
@@ -283,9 +291,9 @@ class LabelsAutosave(QObject):
                 self.error.emit(msg)
                 return False
             except Exception:  # noqa: BLE001 - reported by _finish
-                pass
+                failed = True
             self._finish(job)
-        return not self.dirty
+        return not failed
 
     def _save_now(self) -> None:
         if self._layer is None or not self.dirty:

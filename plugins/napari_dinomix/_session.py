@@ -498,7 +498,10 @@ class AnnotationSession(QObject):
         if self.project is None or self.case_id is None or self.labels_layer is None:
             self.message.emit("warning", "Open a case first.")
             return None
-        if self.autosave is not None and not self.autosave.flush():
+        # The saves under way end first (revisions stay in order); a pending one is not started:
+        # this save holds the same voxels (a draft and then the final label of a 512 x 512 x 300
+        # map held the GUI thread 1.4 s, the final label alone 0.4 s).
+        if self.autosave is not None and not self.autosave.settle():
             # e.g. another program holds the project's write lock: say so now instead of
             # waiting again for the same lock; the strokes stay on screen and in the autosave.
             self.message.emit("error", f"{self.case_id}: not saved yet ({self.autosave.last_error or 'the save failed'}). "

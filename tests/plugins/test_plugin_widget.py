@@ -137,6 +137,33 @@ def test_revisions_are_listed_and_any_one_can_be_restored(widget, qtbot):
         assert p.current_revision(case).note.startswith("restored from revision")
 
 
+def test_accept_right_after_strokes_saves_one_final_label_and_a_failed_accept_leaves_the_draft_to_come(
+        widget, qtbot, monkeypatch):
+    viewer, w, root = widget
+    session = w.session
+    case = session.case_rows()[2].case_id
+    session.open_case(case)
+    layer = session.labels_layer
+    layer.paint((20, 48, 48), 2, refresh=True)  # the autosave's draft is pending, not started
+    rev = session.accept()
+    assert rev is not None and rev.final
+    with Project.open(root, tidy=False) as p:
+        assert [r.id for r in p.revisions(case)] == [rev.id]  # no draft of the same voxels first
+    assert w.save_state == "saved"
+    qtbot.wait(300)  # the autosave's delay (100 ms) passes: it has nothing left to save
+    with Project.open(root, tidy=False) as p:
+        assert len(p.revisions(case)) == 1
+
+    layer.paint((30, 20, 20), 5, refresh=True)
+    monkeypatch.setattr(session.project, "save_labels", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    assert session.accept() is None
+    monkeypatch.undo()
+    qtbot.waitUntil(lambda: w.save_state == "saved", timeout=10_000)  # the autosave still saves the strokes
+    with Project.open(root, tidy=False) as p:
+        newest = p.current_revision(case)
+        assert not newest.final and p.load_labels(newest.id).array[30, 20, 20] == 5
+
+
 def test_engine_errors_are_readable_messages(widget, tmp_path):
     viewer, w, root = widget
     assert not w.session.open_project(tmp_path / "not-a-project")

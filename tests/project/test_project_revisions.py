@@ -115,3 +115,23 @@ def test_geometry_tolerates_float_noise_in_spacing(project, tmp_path):
     noisy = tuple(s + 1e-6 for s in SPACING_XYZ)
     rev = project.save_labels("liver_000", write_labels_file(tmp_path / "n.nii.gz", organ_labels(), spacing_xyz=noisy))
     assert project.load_labels(rev.id).spacing_zyx == project.case("liver_000").spacing_zyx
+
+
+def test_voxel_hash_is_the_stored_definition_for_any_dtype_layout_and_size(monkeypatch):
+    """SHA-256 of the shape and the values as one uint16 copy, however the map is fed in."""
+    import hashlib
+
+    from dinomix_core.project import revisions
+
+    def reference(array):
+        h = hashlib.sha256(repr(tuple(array.shape)).encode())
+        h.update(np.ascontiguousarray(array, dtype=np.uint16).tobytes())
+        return h.hexdigest()
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 14, size=(9, 31, 17)).astype(np.uint8)
+    monkeypatch.setattr(revisions, "_HASH_SLAB", 1000)  # several slabs, the last one short
+    for array in (labels, labels.astype(np.int32), labels[:, ::2, :], np.transpose(labels, (2, 1, 0)),
+                  np.zeros((0, 4, 4), np.uint8)):
+        assert revisions.voxel_hash(array) == reference(array)
+    assert revisions.voxel_hash(labels) != revisions.voxel_hash(labels.reshape(31, 9, 17))  # the shape counts
