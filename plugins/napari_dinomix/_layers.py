@@ -34,6 +34,9 @@ UNKNOWN_LABEL_RGBA = (0.6, 0.6, 0.6, 1.0)
 _IDENTITY = np.eye(3)
 
 
+LAYER_TAG = "dinomix_role"  # metadata key telling the session's layers apart from the user's own
+
+
 def geometry_kwargs(volume: Volume) -> dict:
     """napari ``scale``/``translate``/``affine`` placing ``volume`` in world (z, y, x) mm.
 

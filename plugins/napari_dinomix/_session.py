@@ -23,7 +23,6 @@ import napari_dinomix._no_triton  # noqa: F401  (first: see the module)
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
@@ -31,16 +30,15 @@ from qtpy.QtCore import QObject, Signal
 from dinomix_core.io import LabelMap
 from dinomix_core.io.label_counts import label_counts
 from dinomix_core.project import Project, ProjectError
-from dinomix_core.project.revisions import Revision, read_revision_file
-from dinomix_core.project.runs import UNCERTAINTY_LEVELS, read_uncertainty_levels
+from dinomix_core.project.revisions import Revision
 
 from napari_dinomix._autosave import LabelsAutosave, make_project_saver, replace_labels
-from napari_dinomix._layers import image_layer_data, labels_layer_data, retarget_layer, window_limits
+from napari_dinomix._layers import LAYER_TAG, image_layer_data, labels_layer_data, retarget_layer, window_limits
 from napari_dinomix._newest_only import NewestOnly
+from napari_dinomix._predictions_shown import PredictionsShown, prediction_name, revision_text
 from napari_dinomix._read_ahead import CaseReadAhead
 
 GUI_BUSY_TIMEOUT_S = 3.0  # a project another program is writing answers within this, or says it is busy
-LAYER_TAG = "dinomix_role"  # metadata key telling our layers apart from the user's own
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ def describe_error(exc: BaseException) -> str:
     return text
 
 
-class AnnotationSession(QObject):
+class AnnotationSession(PredictionsShown, QObject):
     """The project, the open case and its layers. Main thread only."""
 
     project_changed = Signal(object)  # project root (Path) or None
@@ -87,7 +85,7 @@ class AnnotationSession(QObject):
         self.uncertainty_wanted = False
         self._locked_layers: list = []
         self.autosave: LabelsAutosave | None = None
-        self._prediction_reader = NewestOnly("prediction-reader", self)
+        self._prediction_reader = NewestOnly("prediction-reader", self)  # see PredictionsShown
         self._prediction_reader.done.connect(self._on_prediction_read)
         self._prediction_reader.failed.connect(
             lambda text, _tag: self.message.emit("error", f"Could not show the new prediction: {text}"))
@@ -194,7 +192,7 @@ class AnnotationSession(QObject):
         """
         project = self._require_project()
         self.opening = None  # a newer choice than any case still being read for open_case_soon
-        if not self._flush_edits():  # first: the best revision may be the draft being saved
+        if not self._flush_or_say_why():  # first: the best revision may be the draft being saved
             return False
         try:
             rev = self.best_revision(case_id) if revision_id is None else project.revision(revision_id, case_id=case_id)
@@ -222,14 +220,14 @@ class AnnotationSession(QObject):
                 layers = self.viewer.layers
                 layers.move(layers.index(self.image_layer), layers.index(old_labels))
         array = np.zeros(image.shape, np.uint8) if labels is None else labels.array
-        name = f"{case_id} labels" if rev is None or rev.kind == "human" else _prediction_name(rev)
+        name = f"{case_id} labels" if rev is None or rev.kind == "human" else prediction_name(rev)
         self._show_labels(array, label_map, image, name, revision=rev, reuse=old_labels)
         if rev is not None and rev.kind == "model" and self.uncertainty_wanted:
             self.show_uncertainty(rev.id, visible=True)
         self._center_on_labels(array)
         self._prefetch_next(case_id)
         self.case_opened.emit(case_id)
-        self.message.emit("info", f"Opened {case_id}" + ("" if rev is None else f" ({_rev_text(rev)})"))
+        self.message.emit("info", f"Opened {case_id}" + ("" if rev is None else f" ({revision_text(rev)})"))
         return True
 
     def open_case_soon(self, case_id: str) -> None:
@@ -293,12 +291,9 @@ class AnnotationSession(QObject):
         next case to reuse or for ``close_case`` to remove; None, with nothing changed, if the
         edits could not be saved.
         """
-        if not self._flush_edits():
+        if not self._flush_or_say_why():
             return None
-        if self.autosave is not None:
-            self.autosave.detach()
-            self.autosave.deleteLater()
-            self.autosave = None
+        self._stop_autosave()
         self._remove_layers(self.uncertainty_layer, *self._locked_layers)
         kept = tuple(layer if layer is not None and layer in self.viewer.layers else None
                      for layer in (self.image_layer, self.labels_layer))
@@ -308,13 +303,20 @@ class AnnotationSession(QObject):
         self.labels_changed.emit(None)
         return kept
 
-    def _flush_edits(self) -> bool:
+    def _flush_or_say_why(self) -> bool:
         """Save the open case's pending edits now; False, with the reason shown, if that failed."""
         if self.autosave is not None and not self.autosave.flush():
             self.message.emit("error", "Your edits could not be saved; they stay on screen. Fix the cause "
                                        "shown above and press Save draft.")
             return False
         return True
+
+    def _stop_autosave(self) -> None:
+        """Detach and drop the autosave of the labels about to be replaced (flushed before)."""
+        if self.autosave is not None:
+            self.autosave.detach()
+            self.autosave.deleteLater()
+            self.autosave = None
 
     def _remove_layers(self, *layers) -> None:
         for layer in layers:
@@ -354,127 +356,6 @@ class AnnotationSession(QObject):
         self.viewer.layers.selection.active = layer
         self.labels_changed.emit(layer)
         return layer
-
-    def show_prediction_soon(self, case_id: str, revision_id: int, still_wanted: Callable[[int], bool] | None = None) -> None:
-        """Read a stored prediction of the open case in a worker thread, then show it.
-
-        For predictions the user did not ask for at that moment (a training run's, a batch
-        prediction's): reading one of a full CT took 210 ms of the GUI thread (see
-        ``_newest_only``). ``still_wanted(revision_id)`` is asked again when the read is done,
-        on the GUI thread: whatever happened meanwhile (strokes, another case, a newer
-        prediction) decides; a newer request replaces this one.
-        """
-        if case_id != self.case_id or self.project is None:
-            return
-        rev = self.project.revision(revision_id)
-        uncertainty = self.project.prediction_uncertainty_file(rev.id) if self.uncertainty_wanted else None
-        self._prediction_reader.request(_read_prediction, rev, uncertainty,
-                                        tag=(self.project.root, case_id, rev.id, still_wanted))
-
-    def _on_prediction_read(self, read, tag) -> None:
-        root, case_id, revision_id, still_wanted = tag
-        if self.project is None or self.project.root != root or case_id != self.case_id:
-            return
-        if still_wanted is None or still_wanted(revision_id):
-            labels, uncertainty = read
-            self.show_prediction(case_id, revision_id, labels=labels, uncertainty=uncertainty)
-
-    def show_prediction(self, case_id: str, revision_id: int, *, labels=None, uncertainty=None) -> bool:
-        """Put a stored model prediction of the open case on screen as an editable layer.
-
-        The human layer, if any, is saved, locked and kept visible underneath; a layer holding
-        nothing of the user's (an empty map, an unedited earlier prediction) shows the new
-        prediction itself. Edits to the prediction become new drafts of the case.
-        """
-        if case_id != self.case_id or self.project is None:
-            return False
-        rev = self.project.revision(revision_id)
-        if labels is None:  # else read already (show_prediction_soon), from the same revision
-            labels = self.project.load_labels(rev.id)
-        image = self.project.load_image(case_id) if self.image_layer is None else None
-        if self.autosave is not None:
-            if not self.autosave.flush():
-                return False
-            self.autosave.detach()
-            self.autosave.deleteLater()
-            self.autosave = None
-        old = self.labels_layer
-        reference = image if image is not None else self.project.case(case_id).volume_like(labels.array)
-        reuse = None
-        if old is not None:
-            if self._holds_nothing_of_the_users(old):
-                reuse = old  # the layer shows the new prediction; the old one stays in the case's history
-            else:
-                old.editable = False
-                old.opacity = 0.35
-                old.name = f"{old.name} (locked)"
-                self._locked_layers.append(old)
-        self._show_labels(labels.array, self.project.require_label_map(), reference, _prediction_name(rev), revision=rev,
-                          reuse=reuse)
-        if self.uncertainty_wanted:
-            self.show_uncertainty(rev.id, visible=True, levels=uncertainty)
-        else:
-            self._drop_uncertainty()
-        self.message.emit("info", f"Prediction of {case_id} shown ({_rev_text(rev)}); edit it, then Accept.")
-        return True
-
-    def _holds_nothing_of_the_users(self, layer) -> bool:
-        """An empty, never-saved map, or a stored model prediction shown unedited.
-
-        Edits are flushed before this is asked: an edited prediction has become a human draft
-        and the layer points at it, so it is locked and kept on screen. Replacing an unedited
-        prediction in place spares the GUI thread a new layer (141-181 against 50-55 ms under
-        software OpenGL, ``benchmarks.gui_step_cost``) and the layer list a locked copy per run.
-        """
-        revision_id = layer.metadata.get("dinomix_revision")
-        if revision_id is None:
-            return not np.any(layer.data)
-        return self.project.revision(revision_id).kind == "model"
-
-    def show_uncertainty(self, revision_id: int, *, visible: bool = True, levels: np.ndarray | None = None) -> bool:
-        """The per-voxel uncertainty of a stored prediction as an optional overlay.
-
-        Shown as stored, one byte per voxel (0..255 for 0..1): no float copy, and a full CT's
-        map costs as much as its labels. ``levels``: that map when already read
-        (``show_prediction_soon`` reads it in its worker thread); else it is read here. The
-        previous overlay's layer takes the new map (the same case's grid): building one cost
-        80 ms of the GUI thread on a 512 x 512 x 300 CT (``benchmarks.gui_step_cost``).
-        """
-        if self.project is None or self.case_id is None:
-            return False
-        if levels is None:
-            levels = self.project.prediction_uncertainty_levels(revision_id)
-        if levels is None:
-            return False
-        case = self.project.case(self.case_id)
-        data, kwargs, _ = image_layer_data(case.volume_like(levels), name=f"{self.case_id} uncertainty")
-        kwargs.update(colormap="inferno", contrast_limits=(0, UNCERTAINTY_LEVELS), blending="additive", opacity=0.6,
-                      visible=visible)
-        kwargs.setdefault("metadata", {})[LAYER_TAG] = "uncertainty"
-        old = self.uncertainty_layer
-        if old is not None and old in self.viewer.layers and old.data.dtype == data.dtype:
-            retarget_layer(old, data, kwargs)  # the previous prediction's overlay takes the new map
-            old.visible = visible
-            return True
-        self._drop_uncertainty()
-        self.uncertainty_layer = self.viewer.add_image(data, **kwargs)
-        if self.labels_layer is not None:  # keep the editable labels on top
-            self.viewer.layers.move(self.viewer.layers.index(self.uncertainty_layer),
-                                    self.viewer.layers.index(self.labels_layer))
-            self.viewer.layers.selection.active = self.labels_layer
-        return True
-
-    def _drop_uncertainty(self) -> None:
-        """Remove the uncertainty overlay, which belongs to the labels being replaced.
-
-        A hidden overlay is not built for every prediction: it is built when
-        ``uncertainty_wanted`` (the *Show uncertainty* box) asks for it. Building it took ~0.3 s
-        of the GUI thread under software OpenGL, part of the longest stall the GUI benchmark
-        measured when a prediction arrives.
-        """
-        if self.uncertainty_layer is not None and self.uncertainty_layer in self.viewer.layers:
-            self.viewer.layers.remove(self.uncertainty_layer)
-        self.uncertainty_layer = None
 
     def set_window(self, preset: str) -> None:
         if self.image_layer is not None:
@@ -588,20 +469,3 @@ class AnnotationSession(QObject):
             step[0] = float(world[0])
             self.viewer.dims.point = step
         self.viewer.reset_view()
-
-
-def _read_prediction(rev: Revision, uncertainty: tuple | None):
-    """Worker thread: a prediction's labels, and its stored uncertainty levels when asked for
-    (``uncertainty`` = ``Project.prediction_uncertainty_file``); files only, no database."""
-    labels = read_revision_file(rev)
-    return labels, None if uncertainty is None else read_uncertainty_levels(*uncertainty)
-
-
-def _prediction_name(rev: Revision) -> str:
-    return f"{rev.case_id} prediction run-{rev.run_id:04d}" if rev.run_id is not None else f"{rev.case_id} prediction"
-
-
-def _rev_text(rev: Revision) -> str:
-    if rev.kind == "model":
-        return f"prediction of run {rev.run_id}, revision {rev.id}"
-    return f"{'label' if rev.final else 'draft'} by {rev.author}, revision {rev.id}"

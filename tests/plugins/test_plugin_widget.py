@@ -364,14 +364,14 @@ def test_a_quick_first_model_stores_fast_first_overlays(widget, monkeypatch):
 
 
 def test_a_prediction_shown_soon_is_read_in_a_worker_thread_and_dropped_if_the_case_changed(widget, qtbot, monkeypatch):
-    from napari_dinomix import _session
+    from napari_dinomix import _predictions_shown
 
     viewer, w, root = widget
     session = w.session
     first, second = [r.case_id for r in session.case_rows() if r.status == "unlabeled"][:2]
     threads = []
-    real_read = _session.read_revision_file
-    monkeypatch.setattr(_session, "read_revision_file",
+    real_read = _predictions_shown.read_revision_file
+    monkeypatch.setattr(_predictions_shown, "read_revision_file",
                         lambda rev: (threads.append(threading.current_thread().name), real_read(rev))[1])
     session.open_case(first)
     _, revision, labels = _store_model_prediction(root, first, 6)
@@ -401,15 +401,15 @@ def test_a_prediction_shown_soon_is_read_in_a_worker_thread_and_dropped_if_the_c
 
 
 def test_a_wanted_uncertainty_map_is_read_with_its_prediction_in_the_worker_thread(widget, qtbot, monkeypatch):
-    from napari_dinomix import _session
+    from napari_dinomix import _predictions_shown
 
     viewer, w, root = widget
     session = w.session
     case = next(r.case_id for r in session.case_rows() if r.status == "unlabeled")
     session.open_case(case)
     threads = []
-    real_read = _session.read_uncertainty_levels
-    monkeypatch.setattr(_session, "read_uncertainty_levels",
+    real_read = _predictions_shown.read_uncertainty_levels
+    monkeypatch.setattr(_predictions_shown, "read_uncertainty_levels",
                         lambda *args: (threads.append(threading.current_thread().name), real_read(*args))[1])
     w.predict_panel.show_uncertainty.setChecked(True)
     _, revision, _ = _store_model_prediction(root, case, 8, with_uncertainty=True)
