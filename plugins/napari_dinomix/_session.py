@@ -243,7 +243,7 @@ class AnnotationSession(PredictionsShown, QObject):
         self.opening = case_id
         try:
             held = self.read_ahead.request(self.project, case_id, self.best_revision(case_id))
-        except (ProjectError, OSError):
+        except (ProjectError, OSError, ValueError):
             held = True  # open_case says what is wrong
         if held:
             self._on_case_read(case_id)
