@@ -67,3 +67,12 @@ def oblique_direction(angle_deg: float = 30.0, *, flip_xy: bool = True) -> tuple
     if flip_xy:
         rot = np.diag([-1.0, -1.0, 1.0]) @ rot
     return tuple(rot.ravel())
+
+
+def dispose(w, qtbot) -> None:
+    """Shut down and let Qt delete a DINO-Mix widget now: a widget left to the interpreter's exit
+    is collected in arbitrary order with its Qt children, which crashed PySide at exit."""
+    w.shutdown()
+    w.close()
+    w.deleteLater()
+    qtbot.wait(20)

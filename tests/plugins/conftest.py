@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
-from _plugin_data import oblique_direction
+from _plugin_data import dispose, oblique_direction
 
 from dinomix_core.io import Volume
 
@@ -34,3 +36,26 @@ def oblique_labels(oblique_ct) -> Volume:
     labels[2:5, 5:9, 6:11] = 6
     labels[4:6, 0:3, 0:3] = 13
     return oblique_ct.with_array(labels, modality="SEG")
+
+
+@pytest.fixture(scope="session")
+def sample_template(tmp_path_factory):
+    """The sample project, made once; ``widget`` copies it for each test."""
+    from dinomix_core.project.sample import create_sample_project
+
+    return create_sample_project(tmp_path_factory.mktemp("widget") / "sample")
+
+
+@pytest.fixture
+def widget(make_napari_viewer_proxy, qtbot, tmp_path, sample_template):
+    """(viewer, DINO-Mix dock widget, project root) on a fresh copy of the sample project."""
+    from napari_dinomix._widget import DinomixWidget
+
+    root = tmp_path / "sample"
+    shutil.copytree(sample_template, root)
+    viewer = make_napari_viewer_proxy()
+    w = DinomixWidget(viewer, autosave_delay_ms=100)
+    qtbot.addWidget(w)
+    assert w.session.open_project(root)
+    yield viewer, w, root
+    dispose(w, qtbot)
