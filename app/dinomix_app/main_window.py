@@ -43,7 +43,7 @@ def give_canvas_its_own_window(canvas: QWidget) -> bool:
     repaints. With software OpenGL (virtual desktops, remote sessions, Xvfb: llvmpipe) that
     costs 11-13 ms for a status-bar text change at 1500x950. With the canvas alone in its own
     X window (its parents and siblings stay non-native), the panels, menus and status bar
-    flush as plain pixels: 0.6 ms; a pan's repaint goes from 29-32 to 24 ms (median,
+    flush as plain pixels: 0.6 ms; a pan's repaint goes from 27-32 to 23-24 ms (median,
     ``python -m benchmarks.gui_step_cost``, section ``canvas_window``). Only X11 was
     measured, so other platforms keep Qt's default.
     """

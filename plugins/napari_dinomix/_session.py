@@ -208,7 +208,7 @@ class AnnotationSession(PredictionsShown, QObject):
         self.case_id = case_id
         data, kwargs, _ = image_layer_data(image, name=f"{case_id} CT")
         kwargs.setdefault("metadata", {})[LAYER_TAG] = "image"
-        if old_image is not None and old_image.data.dtype == data.dtype and old_image.data.ndim == data.ndim:
+        if old_image is not None and old_image.data.dtype == data.dtype:
             retarget_layer(old_image, data, kwargs)
             old_image.contrast_limits_range = kwargs["contrast_limits"]  # as a new layer would have it
             old_image.contrast_limits = kwargs["contrast_limits"]
@@ -305,7 +305,7 @@ class AnnotationSession(PredictionsShown, QObject):
 
     def _flush_or_say_why(self) -> bool:
         """Save the open case's pending edits now; False, with the reason shown, if that failed."""
-        if self.autosave is not None and not self.autosave.flush():
+        if not self.flush_edits():
             self.message.emit("error", "Your edits could not be saved; they stay on screen. Fix the cause "
                                        "shown above and press Save draft.")
             return False
