@@ -1,4 +1,7 @@
-"""``dinomix-app [PROJECT] [--sample] [--screenshot OUT.png]``: start the desktop app."""
+"""``dinomix-app [PROJECT] [--sample | --empty] [--screenshot OUT.png] [--install-desktop-entry]``: start the desktop app.
+
+With no PROJECT the most recent project reopens, on the case that was open when it was left.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,15 @@ from pathlib import Path
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dinomix-app", description="DINO-Mix Studio: annotation assist for CT organ "
                                      "segmentation (napari viewer, background training, autosaved labels).")
-    parser.add_argument("project", nargs="?", help="a project folder to open")
+    parser.add_argument("project", nargs="?", help="a project folder to open (default: the most recent project, "
+                        "on the case you left it on)")
     parser.add_argument("--sample", action="store_true", help="create (once) and open the sample project (phantom CT, "
                         "generated locally)")
     parser.add_argument("--screenshot", metavar="OUT.png", help="open, render, save a screenshot of the whole window "
                         "and exit")
+    parser.add_argument("--empty", action="store_true", help="start without opening a project")
+    parser.add_argument("--install-desktop-entry", action="store_true", help="add DINO-Mix Studio, with its icon, to "
+                        "this Linux desktop's application menu (your own ~/.local/share only) and exit")
     return parser
 
 
@@ -23,7 +30,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.project and args.sample:
         print("dinomix-app: give a PROJECT or --sample, not both.", file=sys.stderr)
         return 2
+    if args.install_desktop_entry:
+        from dinomix_app.desktop_entry import install_desktop_entry
+
+        try:
+            entry, icon = install_desktop_entry()
+        except OSError as exc:
+            print(f"dinomix-app: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {entry}\nwrote {icon}")
+        return 0
+    if args.empty and (args.project or args.sample):
+        print("dinomix-app: --empty starts without a project: give it alone, not with a PROJECT or --sample.",
+              file=sys.stderr)
+        return 2
     project = args.project
+    if project is None and not args.sample and not args.empty:
+        from dinomix_app.settings import AppSettings
+
+        project = AppSettings.load().project_to_reopen()  # None: start without a project
     if project is not None and not (Path(project) / "project.sqlite").is_file():
         print(f"dinomix-app: {project}: not a DINO-Mix project (no project.sqlite). Fix: create one with "
               f"`dinomix project init {project}` or pick the project folder.", file=sys.stderr)
@@ -43,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     # napari's own application set-up: its theme resources (icons), tooltips, thread workers.
     app = get_qapp()  # (its keywords are all-or-nothing: name set below)
     app.setApplicationName("DINO-Mix Studio")
+    from dinomix_app.icon import ICON_NAME, app_icon
+
+    app.setWindowIcon(app_icon())  # napari's get_qapp set napari's own
+    app.setDesktopFileName(ICON_NAME)  # Wayland: the launcher's entry, and its icon, for our windows
     from dinomix_app.heap import freeze_startup_heap
     from dinomix_app.main_window import MainWindow, render_and_wait
 

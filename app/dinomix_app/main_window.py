@@ -26,6 +26,7 @@ from napari_dinomix._widget import DinomixWidget
 from napari_dinomix._worker import prewarm_worker, prewarming
 
 from dinomix_app import __version__
+from dinomix_app.icon import app_icon
 from dinomix_app.settings import AppSettings
 from dinomix_app.shortcuts import SHORTCUTS, help_text, key_of
 
@@ -74,7 +75,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or AppSettings.load()
         if self.settings.weights_dir:
             os.environ["DINOMIX_WEIGHTS_DIR"] = self.settings.weights_dir  # workers inherit it
-        self.setWindowTitle("DINO-Mix Studio")
+        self.setWindowTitle("DINO-Mix Studio[*]")  # "[*]": where Qt shows "*" while edits are unsaved
         self.viewer = ViewerModel(title="DINO-Mix Studio")
         self.qt_viewer = QtViewer(self.viewer)
         give_canvas_its_own_window(self.qt_viewer.canvas.native)
@@ -97,9 +98,12 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_status_bar()
         self.resize(1500, 950)
+        self._restore_layout()
+        self.setWindowIcon(app_icon())
         # napari's own theme (icons of the layer buttons included); the Window class would do this.
         self.setStyleSheet(get_stylesheet(self.viewer.theme))
         self.session.project_changed.connect(self._on_project)
+        self.session.case_opened.connect(self._remember_case)
         if project is not None:
             self.open_project(project)
 
@@ -196,6 +200,7 @@ class MainWindow(QMainWindow):
         text, color = SAVE_TEXT.get(state, (state, "#cfd8dc"))
         self.saved_label.setText(text)
         self.saved_label.setStyleSheet(f"color: {color};")
+        self.setWindowModified(state in ("unsaved", "saving", "error"))  # the title's "*"
 
     def _on_progress(self, ev) -> None:
         minutes, seconds = divmod(int(ev.eta_seconds), 60)
@@ -212,7 +217,7 @@ class MainWindow(QMainWindow):
 
     def _on_project(self, root) -> None:
         self.project_label.setText("no project" if root is None else f"project: {Path(root).name}")
-        self.setWindowTitle("DINO-Mix Studio" + ("" if root is None else f" — {Path(root).name}"))
+        self.setWindowTitle("DINO-Mix Studio" + ("" if root is None else f" — {Path(root).name}") + "[*]")
         if root is not None:
             self.settings.add_recent(root)
             self._save_settings()
@@ -221,11 +226,15 @@ class MainWindow(QMainWindow):
     # -- actions ---------------------------------------------------------------------------
 
     def open_project(self, root: str | Path) -> bool:
-        """Open a project and show a case: the first labeled one (its overlay), else the next suggested."""
+        """Open a project and show a case: the one open when the project was last left, else the
+        first labeled one (its overlay), else the next suggested."""
         if not self.session.open_project(root):
             return False
         rows = self.session.case_rows()
-        first = next((r.case_id for r in rows if r.status == "labeled"), None)
+        remembered = self.settings.case_to_reopen(root)
+        first = remembered if any(r.case_id == remembered for r in rows) else None
+        if first is None:
+            first = next((r.case_id for r in rows if r.status == "labeled"), None)
         if first is None:
             suggested = self.session.next_suggested()
             first = None if suggested is None else suggested["id"]
@@ -360,6 +369,28 @@ class MainWindow(QMainWindow):
         torch start-up (see benchmarks/results/gui.json ``first_overlay_s``)."""
         prewarm_worker(self.settings.thread_count())
 
+    def _remember_case(self, case_id: str) -> None:
+        """Kept in memory; written with the other settings on project switch and on close."""
+        if self.session.root is not None:
+            self.settings.remember_case(self.session.root, case_id)
+
+    def _restore_layout(self) -> None:
+        """The size, position and dock layout the window had when it was last closed.
+
+        Qt checks the geometry against the screens present now: a window last shown on a
+        monitor that is gone comes back on one that is there.
+        """
+        from qtpy.QtCore import QByteArray
+
+        if self.settings.window_geometry:
+            self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode("ascii")))
+        if self.settings.window_state:
+            self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode("ascii")))
+
+    def _keep_layout(self) -> None:
+        self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")
+        self.settings.window_state = bytes(self.saveState().toBase64()).decode("ascii")
+
     def _save_settings(self) -> None:
         try:
             self.settings.save()
@@ -392,6 +423,7 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
+        self._keep_layout()
         self._save_settings()
         self.qt_viewer.close()  # napari's own clean-up of the canvas and its connections
         self._closed = True

@@ -197,3 +197,47 @@ def test_step_events_reach_the_readouts_once_a_second_and_the_last_step_is_shown
     jobs._on_train_event(StepEvent(32, 40, {"total": 0.1}, 0.01, 0.1, 0.8))
     jobs._progress.flush()  # what the end of a run does
     assert shown == [1, 30, 31, 32] and panel.progress.value() == 32
+
+
+def test_reopening_shows_the_case_left_open_and_the_window_as_it_was_left(env, qtbot, tmp_path):
+    """Also with no PROJECT argument: the most recent project reopens (here for a screenshot)."""
+    from qtpy.QtCore import Qt
+
+    from dinomix_app.cli import main
+    from dinomix_app.main_window import MainWindow
+
+    first = MainWindow(env, autosave_delay_ms=150)
+    first.show()
+    qtbot.waitExposed(first)
+    first.session.open_case("phantom_001")  # not the case a project opens on by default (phantom_000)
+    first.resize(1300, 900)  # not the default 1500 x 950
+    first.resizeDocks([first.dock], [560], Qt.Horizontal)
+    qtbot.wait(100)
+    size, dock_width = (first.width(), first.height()), first.dock.width()
+    assert size[0] == 1300 and dock_width > 500
+    dispose(first, qtbot)
+
+    again = MainWindow(env, autosave_delay_ms=150)
+    again.show()
+    qtbot.waitExposed(again)
+    qtbot.wait(100)
+    assert again.session.case_id == "phantom_001"
+    assert (again.width(), again.height()) == size
+    assert abs(again.dock.width() - dock_width) <= 2
+    assert not again.windowIcon().isNull()
+    dispose(again, qtbot)
+
+    out = tmp_path / "reopened.png"
+    assert main(["--screenshot", str(out)]) == 0
+    image = np.asarray(Image.open(out).convert("RGB"))
+    assert image.shape[:2] == size[::-1]
+    assert len(class_colours_seen(image, phantom_labelmap().colors[1:], 0.5)) >= 2, "no case was reopened"
+
+
+def test_the_title_marks_unsaved_edits(window, qtbot):
+    layer = window.session.labels_layer
+    assert "[*]" in window.windowTitle() and not window.isWindowModified()
+    layer.paint((layer.data.shape[0] // 2, 10, 10), 3, refresh=True)
+    qtbot.waitUntil(window.isWindowModified, timeout=2000)
+    qtbot.waitUntil(lambda: not window.isWindowModified(), timeout=10000)  # the autosave wrote it
+    assert window.session.autosave.state == "saved"
