@@ -96,6 +96,6 @@ class AppSettings:
     def resolved_device(self) -> str:
         if self.device != "auto":
             return self.device
-        import torch
+        from dinomix_core.engine.cuda_presence import cuda_present  # not torch: the GUI process never imports it
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if cuda_present() else "cpu"

@@ -25,9 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from dinomix_core.data.patch_options import CLASS_WEIGHTINGS  # noqa: F401  (re-exported)
 from dinomix_core.data.preprocess import DEFAULT_STRIDE, check_stride
-
-CLASS_WEIGHTINGS = ("inverse-sqrt-frequency", "inverse-frequency", "uniform", "frequency")
 
 
 @dataclass

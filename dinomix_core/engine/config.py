@@ -138,7 +138,7 @@ class TrainConfig:
             self.pic_box_z = tuple(float(v) for v in self.pic_box_z)
         if self.optimizer not in DEFAULT_LR:
             raise ValueError("optimizer must be 'sgd' or 'adamw'")
-        from dinomix_core.data.patches import CLASS_WEIGHTINGS
+        from dinomix_core.data.patch_options import CLASS_WEIGHTINGS
 
         if self.patch_class_weighting not in CLASS_WEIGHTINGS:
             raise ValueError(f"patch_class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, "

@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -96,7 +96,8 @@ from dinomix_core.engine.events import (
 )
 from dinomix_core.engine._job_common import _Emitter, _failure, torch_state_guard
 from dinomix_core.engine.pipeline import LoadedModel, make_teacher
-from dinomix_core.engine.predict_job import CasePrediction, PredictJobSpec, run_predict_job
+from dinomix_core.engine.job_specs import PredictJobSpec, TrainJobSpec
+from dinomix_core.engine.predict_job import CasePrediction, run_predict_job
 from dinomix_core.engine.project_training import (
     ProjectSplit,
     class_weights,
@@ -124,38 +125,6 @@ __all__ = [
 ]
 
 # ---- specs and results ------------------------------------------------------------------
-
-
-@dataclass
-class TrainJobSpec:
-    """What to train (plain data: picklable, JSON-able).
-
-    ``config``: ``TrainConfig.to_dict()`` or only the fields to change from the defaults.
-    ``teacher_weights``: None/"auto" (installed DINOv3 weights), "random" (an explicitly random
-    teacher, reported as RANDOM TEACHER) or a weights file. ``teacher_overrides``: timm options
-    of a smaller random ViT (tests, demos). ``resume``: continue the latest unfinished run.
-    ``validation_case``: the labeled case to hold out (used with >= 3 labeled cases).
-    ``device``: "cpu", "cuda" or None (CUDA when present). ``num_threads``: torch CPU threads
-    while the job runs. ``cache_dir``: teacher-token cache (default: the project's cache).
-    ``out_dir``: run folder (default: the project's ``runs/run-NNNN``). ``predict_first``: the
-    unlabeled case predicted before the others (the one on screen: its overlay comes first).
-    ``fast_predictions``: store the unlabeled cases' predictions with the fast first-overlay
-    inference settings (``inference_settings.FAST``: windows touch instead of overlapping).
-    """
-
-    project_dir: str
-    config: dict = field(default_factory=dict)
-    teacher_weights: str | None = None
-    teacher_overrides: dict | None = None
-    resume: bool = False
-    validation_case: str | None = None
-    predict_unlabeled: bool = True
-    device: str | None = None
-    num_threads: int | None = None
-    cache_dir: str | None = None
-    out_dir: str | None = None
-    predict_first: str | None = None
-    fast_predictions: bool = False
 
 
 # ---- shared pieces ----------------------------------------------------------------------

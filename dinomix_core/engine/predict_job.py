@@ -10,34 +10,13 @@ import numpy as np
 
 from dinomix_core.engine._job_common import _Emitter, _failure, torch_state_guard
 from dinomix_core.engine.devices import resolve_device
+from dinomix_core.engine.job_specs import PredictJobSpec
 from dinomix_core.engine.events import Callback, CancelToken, Cancelled, FinishedEvent, StageEvent, check_cancel
 from dinomix_core.engine.pipeline import LoadedModel, predict_with_uncertainty
 from dinomix_core.engine.project_training import project_class_weights
 from dinomix_core.io import LabelMap, Volume, read_volume
 from dinomix_core.io.errors import DinomixInputError
 from dinomix_core.project import Project
-
-
-@dataclass
-class PredictJobSpec:
-    """What to predict: ``image_path`` (a CT file or DICOM folder), or ``project_dir`` + ``case_id``.
-
-    ``store``: keep the result as a ``model`` revision of the run that wrote ``checkpoint``
-    (project case only). ``tta``: average over in-plane mirrored copies (4x the time).
-    ``fast``: the fast-first-overlay settings (``inference_settings.FAST``: fewer windows).
-    ``postprocess``: mask clean-up, ``auto`` (what the checkpoint decided), ``largest`` or ``off``.
-    """
-
-    checkpoint: str
-    image_path: str | None = None
-    project_dir: str | None = None
-    case_id: str | None = None
-    store: bool = False
-    device: str | None = None
-    num_threads: int | None = None
-    tta: bool = False
-    fast: bool = False
-    postprocess: str = "auto"
 
 
 @dataclass

@@ -1,21 +1,33 @@
 """Networks: students chosen by name (3D V-Net / U-Net, slice-wise 2D and 2.5D U-Nets) and the frozen
 DINOv3 teacher with its local weight files. Floor 1: depends on ``dinomix_core.io`` only."""
 
-from dinomix_core.models import unet2d as _unet2d  # noqa: F401  (registers unet2d, unet2.5d)
-from dinomix_core.models import unet3d as _unet3d  # noqa: F401  (registers unet3d, vnet)
-from dinomix_core.models._dinov3 import DEFAULT_TEACHER, teacher_archs
-from dinomix_core.models._registry import (
-    create_student,
-    list_students,
-    register_student,
-    student_from_config,
-    student_options,
-)
-from dinomix_core.models.errors import ChecksumMismatchError, MissingWeightsError, WeightsFileError
-from dinomix_core.models.teacher import DinoTeacher, build_teacher
-from dinomix_core.models.unet2d import UNet2d
-from dinomix_core.models.unet3d import UNet3d
-from dinomix_core.models.weights import add_weights, find_weights, list_weights, user_weights_dir
+import importlib
+
+# Imported on first use (PEP 562), so that ``dinomix_core.models.weights`` can list weight files
+# without torch: the GUI process never imports it (2.6 s of start-up and 500 MiB, measured with
+# ``python -X importtime`` and ``ru_maxrss``). Any name below loads the built-in students first,
+# as importing this package used to.
+_LAZY = {
+    "DEFAULT_TEACHER": "_dinov3", "teacher_archs": "_dinov3",
+    "create_student": "_registry", "list_students": "_registry", "register_student": "_registry",
+    "student_from_config": "_registry", "student_options": "_registry",
+    "ChecksumMismatchError": "errors", "MissingWeightsError": "errors", "WeightsFileError": "errors",
+    "DinoTeacher": "teacher", "build_teacher": "teacher",
+    "UNet2d": "unet2d", "UNet3d": "unet3d",
+    "add_weights": "weights", "find_weights": "weights", "list_weights": "weights", "user_weights_dir": "weights",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from dinomix_core.models._registry import register_builtin_students
+
+    register_builtin_students()
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_TEACHER",

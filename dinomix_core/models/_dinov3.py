@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a model or tensor is made: listing names needs none of it
+    import torch
+    from torch import nn
 
 from dinomix_core.io.errors import DinomixInputError
 from dinomix_core.models.errors import WeightsFileError
@@ -78,6 +79,8 @@ def create_vit(name: str, *, device: Any = None, **overrides: Any) -> nn.Module:
     """A randomly initialised timm DINOv3 ViT; ``overrides`` shrink it (depth, embed_dim, ...)."""
     check_arch(name)
     if device is not None:
+        import torch
+
         with torch.device(device):
             return _timm().create_model(name, pretrained=False, **overrides)
     return _timm().create_model(name, pretrained=False, **overrides)

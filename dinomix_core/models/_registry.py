@@ -32,8 +32,18 @@ def register_student(name: str) -> Callable[[F], F]:
     return decorate
 
 
+def register_builtin_students() -> None:
+    """Register the students shipped here (their modules register themselves when imported).
+
+    Called before every lookup: the models package no longer imports them up front (see
+    ``dinomix_core/models/__init__.py``), and a caller may import this module directly.
+    """
+    from dinomix_core.models import unet2d, unet3d  # noqa: F401  (they register unet2d, unet2.5d; unet3d, vnet)
+
+
 def list_students() -> list[str]:
     """Names accepted by :func:`create_student`, sorted."""
+    register_builtin_students()
     return sorted(_STUDENTS)
 
 
@@ -81,6 +91,7 @@ def student_from_config(config: dict[str, Any]) -> nn.Module:
 
 
 def _factory(name: str) -> Callable[..., nn.Module]:
+    register_builtin_students()
     if name not in _STUDENTS:
         raise DinomixInputError(
             None,

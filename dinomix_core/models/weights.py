@@ -24,15 +24,17 @@ import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 import platformdirs
-import torch
 
 from dinomix_core.io.atomic import atomic_path
 from dinomix_core.io.errors import DinomixInputError
 from dinomix_core.models import _dinov3
 from dinomix_core.models.errors import ChecksumMismatchError, MissingWeightsError, WeightsFileError
+
+if TYPE_CHECKING:  # imported where tensors are read: the GUI lists weight files without torch
+    import torch
 
 ENV_VAR = "DINOMIX_WEIGHTS_DIR"
 DEFAULT_TAG = _dinov3.DEFAULT_TAG
@@ -88,8 +90,12 @@ class WeightsFile(NamedTuple):
     size: int  # bytes
 
 
-def parse_weights_name(path: str | os.PathLike) -> WeightsName | None:
-    """Read the arch, tag and checksum prefix out of a weight file's name (None: unrecognised)."""
+def parse_weights_name(path: str | os.PathLike, *, check_arch: bool = True) -> WeightsName | None:
+    """Read the arch, tag and checksum prefix out of a weight file's name (None: unrecognised).
+
+    ``check_arch``: a timm-style name must also be an architecture the installed timm knows
+    (which imports timm, and torch with it); without, the name pattern alone decides.
+    """
     path = Path(path)
     meta = _META_RE.match(path.name)
     if meta:
@@ -101,15 +107,15 @@ def parse_weights_name(path: str | os.PathLike) -> WeightsName | None:
             label = folder.parent.parent.name.removeprefix(_HF_CACHE_PREFIX)
         else:
             label = folder.name
-        return _timm_name(label)
+        return _timm_name(label, check_arch)
     if path.suffix in _TIMM_SUFFIXES:
-        return _timm_name(path.name[: -len(path.suffix)])
+        return _timm_name(path.name[: -len(path.suffix)], check_arch)
     return None
 
 
-def _timm_name(label: str) -> WeightsName | None:
+def _timm_name(label: str, check_arch: bool = True) -> WeightsName | None:
     match = _TIMM_RE.match(label)
-    if not match or match["arch"] not in _dinov3.teacher_archs():
+    if not match or (check_arch and match["arch"] not in _dinov3.teacher_archs()):
         return None
     return WeightsName(match["arch"], match["tag"], None, "timm")
 
@@ -281,6 +287,8 @@ def _read_safetensors(path: Path, shown: Path) -> object:
 
 
 def _read_torch(path: Path, shown: Path) -> object:
+    import torch
+
     last: Exception | None = None
     for mmap in (True, False):  # mmap needs the zip format; legacy files need the plain reader
         try:
@@ -302,6 +310,8 @@ def _read_torch(path: Path, shown: Path) -> object:
 
 
 def _as_state_dict(obj: object, shown: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in _WRAPPER_KEYS:
             if isinstance(obj.get(key), dict):
@@ -320,15 +330,21 @@ def _as_state_dict(obj: object, shown: Path) -> dict[str, torch.Tensor]:
 # --- listing and adding ----------------------------------------------------------------------
 
 
-def list_weights() -> list[WeightsFile]:
-    """Recognised weight files in ``search_dirs()``: (path, arch, sha256 prefix, size in bytes)."""
+def list_weights(*, by_name_only: bool = False) -> list[WeightsFile]:
+    """Recognised weight files in ``search_dirs()``: (path, arch, sha256 prefix, size in bytes).
+
+    ``by_name_only``: for the GUI's teacher list. File names alone decide (no timm, hence no
+    torch, in the GUI process: 2.6 s of start-up and 500 MiB there), and no file is hashed
+    (seconds for a ViT-L file); the sha256 is then the file name's prefix or "". The
+    training job checks the file it is given as always.
+    """
     found = []
     for directory in search_dirs():
         for path in _files_in(directory):
-            parsed = parse_weights_name(path)
+            parsed = parse_weights_name(path, check_arch=not by_name_only)
             if parsed is None:
                 continue
-            sha = parsed.sha256_prefix or file_sha256(path)[:12]
+            sha = parsed.sha256_prefix or ("" if by_name_only else file_sha256(path)[:12])
             found.append(WeightsFile(path, parsed.arch, sha, path.stat().st_size))
     return found
 

@@ -18,7 +18,7 @@ from qtpy.QtCore import QObject, Signal
 
 from dinomix_core.engine.config import TrainConfig
 from dinomix_core.engine.events import CheckpointEvent, PredictionStoredEvent, StageEvent, StepEvent, ValidationEvent
-from dinomix_core.engine.jobs import PredictJobSpec, TrainJobSpec
+from dinomix_core.engine.job_specs import PredictJobSpec, TrainJobSpec
 from dinomix_core.engine.presets import preset_fields, with_student
 
 from napari_dinomix._throttle import Throttle

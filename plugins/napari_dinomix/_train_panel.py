@@ -26,9 +26,10 @@ def _format_eta(seconds: float) -> str:
 
 
 def cuda_available() -> bool:
-    import torch
+    """Asked without torch: the GUI process does not import it (see ``cuda_presence``)."""
+    from dinomix_core.engine.cuda_presence import cuda_present
 
-    return bool(torch.cuda.is_available())
+    return cuda_present()
 
 
 class TrainPanel(QWidget):
@@ -137,7 +138,7 @@ class TrainPanel(QWidget):
 
     def fill_teachers(self, select: str | None = None) -> None:
         self.teacher.clear()
-        for found in list_weights():
+        for found in list_weights(by_name_only=True):  # no torch, no hashing in the GUI
             self.teacher.addItem(f"{found.arch} ({found.path.name})", str(found.path))
         self.teacher.addItem("Random teacher (no DINOv3 weights: for trying out only)", RANDOM_TEACHER)
         self.teacher.addItem("Add weights file…", "__add__")

@@ -284,3 +284,21 @@ def save(state: dict[str, torch.Tensor], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return path
+
+
+def test_listing_by_name_only_finds_the_same_files_without_hashing(tmp_path, user_weights, monkeypatch):
+    """The GUI's teacher list: names decide, nothing is hashed (seconds for a ViT-L file)."""
+    from dinomix_core.models import weights
+
+    meta = with_hash_name(save(to_meta(zero_state(SMALL)), tmp_path / "dl" / "x.pth"), "dinov3_vits16_pretrain_lvd1689m")
+    add_weights(meta)
+    add_weights(save(zero_state(SMALL), tmp_path / "download.pth"))  # installed as vit_small_patch16_dinov3.pth
+    full = list_weights()
+
+    def no_hashing(_path):
+        raise AssertionError("a weight file was hashed")
+
+    monkeypatch.setattr(weights, "file_sha256", no_hashing)
+    light = list_weights(by_name_only=True)
+    assert [(e.path, e.arch, e.size) for e in light] == [(e.path, e.arch, e.size) for e in full]
+    assert sorted(e.sha256 for e in light) == sorted(["", meta.name.split("-")[-1].removesuffix(".pth")])
