@@ -72,7 +72,7 @@ def memory(project: Path) -> dict:
     app = get_qapp()
     from dinomix_app.main_window import MainWindow
 
-    before = _proc_status_mib("VmRSS") or _peak_rss_mib()  # the app's imports (torch, napari, Qt) done
+    before = _proc_status_mib("VmRSS") or _peak_rss_mib()  # the app's imports (napari, Qt; no torch) done
     window = MainWindow(project)
     window.show()
     wait(app, 3.0)
@@ -87,6 +87,7 @@ def memory(project: Path) -> dict:
     return {"volume_shape_zyx": [300, 512, 512], "ct_int16_mib": round(ct_mib, 1), "peak_rss_mib": round(peak, 1),
             "peak_over_ct": round(peak / ct_mib, 2), "rss_after_imports_mib": round(before, 1),
             "app_added_mib": round(peak - before, 1), "layers": layers,
+            "torch_in_gui_process": "torch" in sys.modules,
             "note": "fresh process (the volume is made in another one); labels are an intensity-threshold stand-in "
                     "stored as a model revision (memory, not quality)"}
 

@@ -59,6 +59,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               quick=False, what="peak RSS of predicting a 512x512x300 CT with uncertainty, before/after (section 7)"),
     Benchmark("gui", _py("-m", "benchmarks.gui_responsiveness", "--json", "benchmarks/results/gui.json"),
               quick=False, needs_display=True, what="GUI stalls while training, first overlay, app memory"),
+    Benchmark("app-start", _py("-m", "benchmarks.app_start", "--json", "benchmarks/results/app_start.json"),
+              quick=True, needs_display=True, what="desktop app: launch to window on screen, its memory then"),
     Benchmark("ssl", _dinomix("bench", "ssl", "--jobs", "2", "--resume", "--out", "bench_ssl",
                               "--json", "benchmarks/results/ssl_phantom.json"),
               quick=False, what="5 methods x 3 seeds on the phantom (hours on a CPU)"),
