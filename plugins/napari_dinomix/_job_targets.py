@@ -40,3 +40,15 @@ def predict_cases(specs, callbacks=(), cancel=None):
         emit_all(callbacks, CasePredicted(result.case_id or spec.case_id, result.revision_id, float(result.score),
                                           result.teacher_note))
     return FinishedEvent("completed", f"{done} case(s) predicted and stored")
+
+
+def add_teacher_weights(path: str, callbacks=(), cancel=None) -> str:
+    """``dinomix weights add PATH`` for the Train panel: check and install a DINOv3 weight file.
+
+    Run in the worker process: reading the tensors imports torch and timm, which the GUI
+    process never does, and hashing and copying a large file takes seconds. Returns the
+    installed path; a wrong file is the engine's one-line error.
+    """
+    from dinomix_core.models.weights import add_weights
+
+    return str(add_weights(path))

@@ -8,13 +8,15 @@ from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QL
                             QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from dinomix_core.engine.config import METHODS
-from dinomix_core.models.weights import add_weights, list_weights
+from dinomix_core.models.weights import list_weights
 
 from napari_dinomix._jobs import PRESETS, TrainRequest
+from napari_dinomix._worker import JobWorker
 from napari_dinomix._plot import TrainingPlot
 from napari_dinomix._status_line import StatusLine
 
 STUDENTS = ("unet3d", "vnet", "unet2d", "unet2.5d")
+ADD_WEIGHTS_TARGET = "napari_dinomix._job_targets:add_teacher_weights"
 RANDOM_TEACHER = "random"
 FKD_METHODS = ("fkd", "dinomix")
 
@@ -40,6 +42,7 @@ class TrainPanel(QWidget):
         self.teacher_overrides: dict | None = None  # a smaller random ViT, for demos and tests
         self.config_overrides: dict = {}  # advanced TrainConfig fields
         self.num_threads: int | None = None  # worker torch threads (None: all cores)
+        self.weights_worker: JobWorker | None = None  # installing a teacher weight file (install_weights)
         layout = QVBoxLayout(self)
         form = QFormLayout()
         self.method = QComboBox()
@@ -152,17 +155,36 @@ class TrainPanel(QWidget):
             return
         path, _ = QFileDialog.getOpenFileName(self, "DINOv3 weights (.pth or .safetensors)", "",
                                               "Weights (*.pth *.pt *.safetensors);;All files (*)")
-        if not path:
-            self.teacher.setCurrentIndex(0)
-            self._update_teacher_warning()
-            return
-        try:
-            installed = add_weights(path)
-        except Exception as exc:  # a readable message: wrong file, checksum, architecture
-            self.session.message.emit("error", str(exc).splitlines()[0])
+        self.teacher.setCurrentIndex(0)
+        self._update_teacher_warning()
+        if path:
+            self.install_weights(path)
+
+    def install_weights(self, path: str) -> None:
+        """Check and install a DINOv3 weight file in a worker process, then select it.
+
+        Not on the GUI thread: reading the tensors imports torch and timm (2.6 s and ~500 MiB
+        the GUI process never pays otherwise), and hashing and copying a ViT-L file (1.2 GB)
+        takes seconds. The teacher list is locked meanwhile.
+        """
+        self.teacher.setEnabled(False)
+        self.start_button.setEnabled(False)
+        self.session.message.emit("info", f"Checking and installing the teacher weights {path}…")
+        worker = JobWorker(ADD_WEIGHTS_TARGET, str(path), num_threads=1, parent=self)
+        worker.finished.connect(lambda outcome: self._weights_installed(outcome, worker))
+        self.weights_worker = worker
+        worker.start()
+
+    def _weights_installed(self, outcome, worker) -> None:
+        self.weights_worker = None
+        worker.deleteLater()
+        self.start_button.setEnabled(not self.jobs.training)
+        if outcome.status == "completed":
+            self.fill_teachers(select=str(outcome.value))
+            self.session.message.emit("info", f"Teacher weights installed: {outcome.value}")
+        else:  # a readable one-liner: wrong file, checksum, architecture
             self.fill_teachers()
-            return
-        self.fill_teachers(select=str(installed))
+            self.session.message.emit("error", f"Teacher weights not installed: {outcome.message.splitlines()[0]}")
 
     def _update_teacher_warning(self) -> None:
         uses_teacher = self.method.currentText() in FKD_METHODS
