@@ -46,7 +46,7 @@ def add_teacher_weights(path: str, callbacks=(), cancel=None) -> str:
     """``dinomix weights add PATH`` for the Train panel: check and install a DINOv3 weight file.
 
     Run in the worker process: reading the tensors imports torch and timm, which the GUI
-    process never does, and hashing and copying a large file takes seconds. Returns the
+    process never does, and hashing (~1 GiB/s) and copying a 1.2 GB ViT-L file takes seconds. Returns the
     installed path; a wrong file is the engine's one-line error.
     """
     from dinomix_core.models.weights import add_weights

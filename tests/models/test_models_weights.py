@@ -287,7 +287,7 @@ def save(state: dict[str, torch.Tensor], path: Path) -> Path:
 
 
 def test_listing_by_name_only_finds_the_same_files_without_hashing(tmp_path, user_weights, monkeypatch):
-    """The GUI's teacher list: names decide, nothing is hashed (seconds for a ViT-L file)."""
+    """The GUI's teacher list: names decide, nothing is hashed (1.1 s for a 1.2 GB ViT-L file)."""
     from dinomix_core.models import weights
 
     meta = with_hash_name(save(to_meta(zero_state(SMALL)), tmp_path / "dl" / "x.pth"), "dinov3_vits16_pretrain_lvd1689m")
