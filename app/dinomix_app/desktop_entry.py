@@ -2,7 +2,7 @@
 
 Writes a freedesktop.org desktop entry and the app's icon into the user's data folder
 (``$XDG_DATA_HOME``, else ``~/.local/share``), so DINO-Mix Studio appears in the desktop's
-application menu with its icon and opens a project folder dropped on it. Nothing outside the
+application menu with its icon (its %f: a project folder, when the desktop passes one). Nothing outside the
 user's own folder is touched; running it again replaces both files (atomically).
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from napari.components import ViewerModel
 from napari.qt import QtViewer, get_qapp, get_stylesheet
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtCore import QByteArray, QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QAction, QKeySequence
 from qtpy.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
                             QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QMessageBox, QPushButton,
@@ -380,12 +380,11 @@ class MainWindow(QMainWindow):
         Qt checks the geometry against the screens present now: a window last shown on a
         monitor that is gone comes back on one that is there.
         """
-        from qtpy.QtCore import QByteArray
-
+        # A hand-edited value is ignored, not fatal: Qt returns False on bytes it cannot read.
         if self.settings.window_geometry:
-            self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode("ascii")))
+            self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode("ascii", "ignore")))
         if self.settings.window_state:
-            self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode("ascii")))
+            self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode("ascii", "ignore")))
 
     def _keep_layout(self) -> None:
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode("ascii")

@@ -5,8 +5,10 @@ import importlib
 
 # Imported on first use (PEP 562), so that ``dinomix_core.models.weights`` can list weight files
 # without torch: the GUI process never imports it (2.6 s of start-up and 500 MiB, measured with
-# ``python -X importtime`` and ``ru_maxrss``). Any name below loads the built-in students first,
-# as importing this package used to.
+# ``python -X importtime`` and ``ru_maxrss``). A name from a module that needs torch loads the
+# built-in students first, as importing this package used to (a test that copies the registry
+# then holds all of them); the weight-file and error names stay torch-free.
+_TORCH_FREE = ("weights", "errors")
 _LAZY = {
     "DEFAULT_TEACHER": "_dinov3", "teacher_archs": "_dinov3",
     "create_student": "_registry", "list_students": "_registry", "register_student": "_registry",
@@ -21,9 +23,10 @@ _LAZY = {
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from dinomix_core.models._registry import register_builtin_students
+    if _LAZY[name] not in _TORCH_FREE:
+        from dinomix_core.models._registry import register_builtin_students
 
-    register_builtin_students()
+        register_builtin_students()
     value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     globals()[name] = value
     return value

@@ -167,18 +167,23 @@ class TrainPanel(QWidget):
         the GUI process never pays otherwise), and hashing (1.1 s at ~1 GiB/s) and copying a
         ViT-L file (1.2 GB) takes seconds. The teacher list is locked meanwhile.
         """
-        self.teacher.setEnabled(False)
-        self.start_button.setEnabled(False)
         self.session.message.emit("info", f"Checking and installing the teacher weights {path}…")
-        worker = JobWorker(ADD_WEIGHTS_TARGET, str(path), num_threads=1, parent=self)
-        worker.finished.connect(lambda outcome: self._weights_installed(outcome, worker))
-        self.weights_worker = worker
-        worker.start()
+        self.weights_worker = JobWorker(ADD_WEIGHTS_TARGET, str(path), num_threads=1, parent=self)
+        self.weights_worker.finished.connect(self._weights_installed)
+        self.weights_worker.start()
+        self.teacher.setEnabled(False)
+        self.start_button.setEnabled(self._can_start())
 
-    def _weights_installed(self, outcome, worker) -> None:
+    def _can_start(self, running: bool | None = None) -> bool:
+        """A project is open, no training runs (``running``: the state being entered), no weight
+        file is being installed (the teacher it would train with is not chosen yet)."""
+        running = self.jobs.training if running is None else running
+        return self.session.project is not None and not running and self.weights_worker is None
+
+    def _weights_installed(self, outcome) -> None:
+        self.weights_worker.deleteLater()
         self.weights_worker = None
-        worker.deleteLater()
-        self.start_button.setEnabled(not self.jobs.training)
+        self.start_button.setEnabled(self._can_start())
         if outcome.status == "completed":
             self.fill_teachers(select=str(outcome.value))
             self.session.message.emit("info", f"Teacher weights installed: {outcome.value}")
@@ -188,7 +193,7 @@ class TrainPanel(QWidget):
 
     def _update_teacher_warning(self) -> None:
         uses_teacher = self.method.currentText() in FKD_METHODS
-        self.teacher.setEnabled(uses_teacher)
+        self.teacher.setEnabled(uses_teacher and self.weights_worker is None)
         random_teacher = self.teacher.currentData() == RANDOM_TEACHER
         if uses_teacher and random_teacher:
             self.teacher_warning.setText("⚠ RANDOM TEACHER: no DINOv3 weights are installed, so FKD distils from a "
@@ -198,8 +203,7 @@ class TrainPanel(QWidget):
             self.teacher_warning.setText("")
 
     def _refresh_project(self) -> None:
-        has = self.session.project is not None
-        self.start_button.setEnabled(has and not self.jobs.training)
+        self.start_button.setEnabled(self._can_start())
         self._refresh_cases()
 
     def _refresh_cases(self) -> None:
@@ -269,7 +273,7 @@ class TrainPanel(QWidget):
     def _on_state(self, state: str) -> None:
         running = state in ("starting", "running", "stopping")
         has = self.session.project is not None
-        self.start_button.setEnabled(has and not running)
+        self.start_button.setEnabled(self._can_start(running))
         self.resume_button.setEnabled(has and not running and state in ("cancelled", "failed"))
         self.stop_button.setEnabled(running and state != "stopping")
         for control in (self.method, self.preset, self.student, self.steps, self.budget, self.device, self.teacher,

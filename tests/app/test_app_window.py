@@ -241,3 +241,16 @@ def test_the_title_marks_unsaved_edits(window, qtbot):
     qtbot.waitUntil(window.isWindowModified, timeout=2000)
     qtbot.waitUntil(lambda: not window.isWindowModified(), timeout=10000)  # the autosave wrote it
     assert window.session.autosave.state == "saved"
+
+
+def test_a_hand_edited_window_layout_is_ignored_not_fatal(env, qtbot):
+    import json
+
+    from dinomix_app.main_window import MainWindow
+    from dinomix_app.settings import config_dir
+
+    config_dir().mkdir(parents=True, exist_ok=True)
+    (config_dir() / "settings.json").write_text(json.dumps({"window_geometry": "é not base64", "window_state": "%%"}))
+    win = MainWindow(None)
+    assert (win.width(), win.height()) == (1500, 950)  # the default size
+    dispose(win, qtbot)
